@@ -1,0 +1,52 @@
+# bassgen — the two commands a new user needs:  make sample   and   make test
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+EXTRAS ?= dev
+
+MIX   ?= experiments/demo/inputs
+STYLE ?=
+OUT   ?= samples
+CKPT  ?= experiments/demo
+SAMPLE_ARGS ?=
+
+.PHONY: install test test-slow sample data demo-train bench clean-venv
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/pytest -q -m slow
+
+sample: $(STAMP)
+	$(BIN)/bassgen sample $(MIX) --checkpoint $(CKPT) --out $(OUT) $(if $(STYLE),--style $(STYLE)) $(SAMPLE_ARGS)
+
+# Synthetic multitrack data for the demo models (about 10 minutes on 2 cores).
+data: $(STAMP)
+	$(BIN)/bassgen render --num-songs 300 --seed 0 --sample-rate 16000 --out data/renders/train
+	$(BIN)/bassgen render --source chorales --split train --sample-rate 16000 --out data/renders/train
+	$(BIN)/bassgen render --num-songs 30 --seed 1 --sample-rate 16000 --out data/renders/test
+	$(BIN)/bassgen render --source chorales --split test --sample-rate 16000 --out data/renders/test
+	$(BIN)/bassgen prepare --layout folder --root data/renders/train --out data/prepared/train --split train
+	$(BIN)/bassgen prepare --layout folder --root data/renders/test --out data/prepared/test --split test
+
+# Retrains the bundled demo model from scratch on `make data` (see experiments/demo/README.md).
+demo-train: $(STAMP)
+	$(BIN)/python -m bassgen.main --config=configs/autoencoder.py:demo --workdir=runs/ae_demo
+	$(BIN)/python -m bassgen.main --config=configs/ldm.py:demo --workdir=runs/ldm_demo
+	$(BIN)/python -m bassgen.export_demo --autoencoder runs/ae_demo --ldm runs/ldm_demo --out experiments/demo
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py --out BENCHMARKS.md
+
+clean-venv:
+	rm -rf $(VENV)

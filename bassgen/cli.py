@@ -1,0 +1,59 @@
+"""The `bassgen` console script. Each subcommand lives in its own module, imported only when used."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module with add_arguments/run, one-line help)
+COMMANDS = {
+    "sample": ("bassgen.commands.sample", "generate a bass stem for mixes (the main job)"),
+    "reconstruct": ("bassgen.commands.reconstruct", "pass audio through the autoencoder"),
+    "train": ("bassgen.commands.train", "train a model from a config"),
+    "info": ("bassgen.commands.info", "shapes and parameter counts of a config"),
+    "render": ("bassgen.data.render", "render synthetic multitrack songs and Bach chorales"),
+    "prepare": ("bassgen.data.prepare", "turn a stem dataset into training shards"),
+    "eval": ("bassgen.commands.evaluate", "score generated stems against a dataset"),
+}
+
+
+def _usage() -> str:
+  lines = ["usage: bassgen COMMAND [options]   (bassgen COMMAND --help for its options)", "",
+           "commands:"]
+  lines += [f"  {name:<12} {text}" for name, (_, text) in COMMANDS.items()]
+  return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  if not argv or argv[0] in ("-h", "--help"):
+    print(_usage())
+    return 0 if argv else 2
+  name, rest = argv[0], argv[1:]
+  if name not in COMMANDS:
+    print(f"bassgen: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+    return 2
+  module_name, text = COMMANDS[name]
+  from bassgen.errors import BassgenError  # pylint: disable=g-import-not-at-top
+  try:
+    module = importlib.import_module(module_name)
+  except ModuleNotFoundError as e:
+    if e.name == module_name:
+      print(f"bassgen {name}: not available in this version", file=sys.stderr)
+      return 2
+    raise
+  parser = argparse.ArgumentParser(prog=f"bassgen {name}", description=text)
+  module.add_arguments(parser)
+  args = parser.parse_args(rest)
+  try:
+    return int(module.run(args) or 0)
+  except BassgenError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+    return 130
+
+
+if __name__ == "__main__":
+  sys.exit(main())

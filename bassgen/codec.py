@@ -1,0 +1,142 @@
+"""A trained autoencoder as a codec for audio of any length: waveform <-> (normalised) latents.
+
+Long audio is coded in fixed-size overlapping chunks (one compiled shape, bounded memory). Each
+chunk carries `margin` latent frames of context on both sides, at least the network's receptive
+field, and only its centre is kept, so chunked output equals one-pass output (to float precision)
+with no seam. The signal is padded with `margin` frames of silence at both ends, which is also the
+one-pass reference.
+"""
+from __future__ import annotations
+
+import functools
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from bassgen import checkpointing
+from bassgen.errors import BassgenError
+from bassgen.models.autoencoder import Autoencoder
+
+
+
+def find_export(path: str | pathlib.Path, kind: str = "autoencoder") -> pathlib.Path:
+  """Accepts an export folder, a training workdir (uses `workdir/export`) or a bundle folder
+  holding `<kind>/`."""
+  path = pathlib.Path(path)
+  for candidate in (path, path / "export", path / kind):
+    if (candidate / "0").is_dir() or any(p.name.isdigit() for p in candidate.glob("*") if p.is_dir()):
+      return candidate
+  raise BassgenError(f"{path}: no trained {kind} found there. Give a training workdir, its "
+                     "export/ folder, or the bundled experiments/demo folder.")
+
+
+class Codec:
+  """Encode/decode with a trained autoencoder (EMA parameters) and its latent statistics."""
+
+  def __init__(self, cfg: ml_collections.ConfigDict, params: Any, latent_mean: np.ndarray,
+               latent_std: np.ndarray, *, chunk_batch: int = 4):
+    self.cfg = cfg
+    self.sample_rate = int(cfg.sample_rate)
+    abstract = nnx.eval_shape(lambda: Autoencoder(cfg.model, rngs=nnx.Rngs(0)))
+    self.graphdef, _ = nnx.split(abstract)
+    self.params = jax.device_put(params)
+    self.latent_mean = np.asarray(latent_mean, np.float32)
+    self.latent_std = np.asarray(latent_std, np.float32)
+    self.samples_per_latent = cfg.model.hop * 2 ** cfg.model.num_down
+    self.latent_channels = cfg.model.latent_channels
+    self.chunk_frames = int(cfg.chunk.latent_frames)
+    self.margin = int(cfg.chunk.margin)
+    self.chunk_batch = chunk_batch
+
+  @classmethod
+  def load(cls, path: str | pathlib.Path, **kwargs) -> "Codec":
+    directory = find_export(path, "autoencoder")
+    params, meta = checkpointing.load_params(directory)
+    if meta.get("kind") != "autoencoder":
+      raise BassgenError(f"{directory}: not an autoencoder export (kind={meta.get('kind')!r}).")
+    cfg = ml_collections.ConfigDict(meta["config"])
+    return cls(cfg, params, np.asarray(meta["latent_mean"]), np.asarray(meta["latent_std"]),
+               **kwargs)
+
+  # -- jitted pieces (one shape each) -------------------------------------------------------
+  @functools.partial(jax.jit, static_argnums=0)
+  def _encode(self, params, wav_BxS):
+    return nnx.merge(self.graphdef, params).encode(wav_BxS)
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def _decode(self, params, z_BxLxC):
+    return nnx.merge(self.graphdef, params).decode(z_BxLxC)
+
+  def __hash__(self):
+    return id(self)
+
+  def __eq__(self, other):
+    return self is other
+
+  # -- public API ---------------------------------------------------------------------------
+  def num_latent_frames(self, num_samples: int) -> int:
+    return -(-num_samples // self.samples_per_latent)
+
+  def encode(self, wav_S: np.ndarray, *, normalize: bool = True) -> np.ndarray:
+    """Latents [L, C] of a mono waveform of any length (L = ceil(S / samples_per_latent))."""
+    wav_S = np.asarray(wav_S, np.float32)
+    spl, m, n = self.samples_per_latent, self.margin, self.chunk_frames
+    num_frames = self.num_latent_frames(len(wav_S))
+    padded = np.zeros(((num_frames + 2 * m) * spl,), np.float32)
+    padded[m * spl: m * spl + len(wav_S)] = wav_S
+    starts = list(range(0, num_frames, n))
+    windows = []
+    for a in starts:  # chunk a covers output frames [a, a + n); its input is padded frames [a, a + n + 2m)
+      w = padded[a * spl: (a + n + 2 * m) * spl]
+      windows.append(np.pad(w, (0, (n + 2 * m) * spl - len(w))))
+    z = self._run_chunks(self._encode, np.stack(windows))[:, m: m + n]
+    z = z.reshape(-1, self.latent_channels)[:num_frames]
+    return self.normalize(z) if normalize else z
+
+  def decode(self, z_LxC: np.ndarray, num_samples: int | None = None, *,
+             normalized: bool = True) -> np.ndarray:
+    """Waveform of latents [L, C]; `num_samples` crops the result (default L * samples_per_latent)."""
+    z = self.denormalize(z_LxC) if normalized else np.asarray(z_LxC, np.float32)
+    spl, m, n = self.samples_per_latent, self.margin, self.chunk_frames
+    num_frames = z.shape[0]
+    padded = np.concatenate([np.zeros((m, z.shape[1]), np.float32), z,
+                             np.zeros((n + m, z.shape[1]), np.float32)])
+    windows = np.stack([padded[a: a + n + 2 * m] for a in range(0, num_frames, n)])
+    wav = self._run_chunks(self._decode, windows)[:, m * spl: (m + n) * spl].reshape(-1)
+    return wav[: (num_samples or num_frames * spl)]
+
+  def reconstruct(self, wav_S: np.ndarray) -> np.ndarray:
+    return self.decode(self.encode(wav_S, normalize=False), len(wav_S), normalized=False)
+
+  def one_pass(self, wav_S: np.ndarray) -> np.ndarray:
+    """Reference for the chunked path: the whole (silence-padded) signal in one call."""
+    spl, m = self.samples_per_latent, self.margin
+    num_frames = self.num_latent_frames(len(wav_S))
+    padded = np.zeros(((num_frames + 2 * m) * spl,), np.float32)
+    padded[m * spl: m * spl + len(wav_S)] = wav_S
+    z = np.asarray(self._encode(self.params, padded[None]))[0, m: m + num_frames]
+    zp = np.concatenate([np.zeros((m, z.shape[1]), np.float32), z,
+                         np.zeros((m, z.shape[1]), np.float32)])
+    wav = np.asarray(self._decode(self.params, zp[None]))[0, m * spl:]
+    return wav[: len(wav_S)]
+
+  def normalize(self, z: np.ndarray) -> np.ndarray:
+    return (z - self.latent_mean) / self.latent_std
+
+  def denormalize(self, z: np.ndarray) -> np.ndarray:
+    return np.asarray(z, np.float32) * self.latent_std + self.latent_mean
+
+  def _run_chunks(self, fn, windows: np.ndarray) -> np.ndarray:
+    k = self.chunk_batch
+    total = windows.shape[0]
+    pad = (-total) % k
+    if pad:
+      windows = np.concatenate([windows, np.zeros((pad,) + windows.shape[1:], windows.dtype)])
+    outs = [np.asarray(fn(self.params, jnp.asarray(windows[i:i + k])))
+            for i in range(0, windows.shape[0], k)]
+    return np.concatenate(outs)[:total]

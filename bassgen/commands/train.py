@@ -1,0 +1,19 @@
+"""`bassgen train --config configs/autoencoder.py:demo --workdir DIR [field=value ...]`."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--config", required=True, help="configs/autoencoder.py[:variant] or configs/ldm.py[:variant]")
+  parser.add_argument("--workdir", required=True, help="checkpoints, logs and the export go here")
+  parser.add_argument("overrides", nargs="*", help="config overrides, e.g. optim.lr=3e-4")
+
+
+def run(args: argparse.Namespace) -> int:
+  from bassgen import runner  # pylint: disable=g-import-not-at-top
+  from bassgen.config_loading import load_config  # pylint: disable=g-import-not-at-top
+
+  cfg = load_config(args.config, args.overrides)
+  runner.run(cfg, args.workdir, "train")
+  return 0

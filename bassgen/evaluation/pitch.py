@@ -1,0 +1,374 @@
+"""Bass f0 tracking and note transcription for evaluation and for writing MIDI of generated bass.
+
+Two trackers, picked by `tracker=`:
+- "pyin": librosa's probabilistic YIN, always available. Audio is analysed at 16 kHz with 2048-sample
+  frames (128 ms: two periods of 30 Hz fit) and a 256-sample hop (16 ms), pitch grid 0.2 semitone.
+- "swift-f0": the swift-f0 ONNX model (the `eval` extra: `pip install .[eval]`), faster and more
+  robust on real recordings. Its range starts at 46.9 Hz, above the bass's low E (41.2 Hz), so the
+  audio is analysed an octave up (played at twice the speed: 8 kHz read as 16 kHz) and the f0
+  halved; four runs offset by 8 ms are interleaved for an 8 ms hop.
+"auto" (the default) uses swift-f0 when it is importable and pyin otherwise.
+
+The bass range is fmin = 30 Hz (just below B0 of a five-string bass) to fmax = 400 Hz.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import io
+import os
+import pathlib
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from bassgen.errors import BassgenError
+from bassgen.evaluation._signal import as_mono, check_sample_rate
+
+BASS_FMIN_HZ = 30.0
+BASS_FMAX_HZ = 400.0
+TRACKERS = ("auto", "pyin", "swift-f0")
+_PYIN_SR = 16000
+_PYIN_FRAME = 2048
+_PYIN_HOP = 256
+_SWIFT_SR = 16000
+_SWIFT_MIN_HZ = 46.875
+_SWIFT_MAX_HZ = 2093.75
+_SWIFT_SHIFTS = 4
+_swift_detector = None
+
+
+@dataclasses.dataclass(frozen=True)
+class PitchTrack:
+  """Frame-wise f0 of a monophonic line.
+
+  Attributes:
+    times: [T] frame centres in seconds, uniformly spaced from 0.
+    f0_hz: [T] fundamental frequency; nan where the frame is unvoiced.
+    voiced: [T] bool.
+    confidence: [T] the tracker's voicing probability in [0, 1].
+  """
+  times: np.ndarray
+  f0_hz: np.ndarray
+  voiced: np.ndarray
+  confidence: np.ndarray
+
+  @property
+  def hop_s(self) -> float:
+    """Seconds between frames."""
+    return float(self.times[1] - self.times[0]) if len(self.times) > 1 else 0.0
+
+  @property
+  def midi(self) -> np.ndarray:
+    """[T] fractional MIDI pitch; nan where unvoiced."""
+    return hz_to_midi(self.f0_hz)
+
+
+@dataclasses.dataclass(frozen=True)
+class Note:
+  """One note of a monophonic line: times in seconds, MIDI pitch, MIDI velocity."""
+  onset: float
+  offset: float
+  pitch: int
+  velocity: int = 100
+
+
+def hz_to_midi(f0_hz) -> np.ndarray:
+  """MIDI pitch (A4 = 440 Hz = 69) of frequencies in Hz; nan for nan, zero or negative input."""
+  f = np.asarray(f0_hz, dtype=np.float64)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    midi = 69.0 + 12.0 * np.log2(f / 440.0)
+  return np.where(f > 0, midi, np.nan)
+
+
+def midi_to_hz(midi) -> np.ndarray:
+  """Frequency in Hz of (fractional) MIDI pitches."""
+  return 440.0 * 2.0 ** ((np.asarray(midi, dtype=np.float64) - 69.0) / 12.0)
+
+
+def swift_f0_available() -> bool:
+  """Whether the swift-f0 tracker (the `eval` extra) can be imported."""
+  return (importlib.util.find_spec("swift_f0") is not None
+          and importlib.util.find_spec("onnxruntime") is not None)
+
+
+def resolve_tracker(tracker: str = "auto") -> str:
+  """Returns "pyin" or "swift-f0" for a `tracker` option, or raises BassgenError."""
+  if tracker not in TRACKERS:
+    raise BassgenError(f"tracker={tracker!r} is unknown. Choose one of {', '.join(TRACKERS)}.")
+  if tracker == "auto":
+    return "swift-f0" if swift_f0_available() else "pyin"
+  if tracker == "swift-f0" and not swift_f0_available():
+    raise BassgenError("tracker='swift-f0' needs the swift-f0 and onnxruntime packages. Install "
+                       "them with `pip install .[eval]`, or use tracker='pyin'.")
+  return tracker
+
+
+def track_pitch(wav, sample_rate: int, *, tracker: str = "auto", fmin: float = BASS_FMIN_HZ,
+                fmax: float = BASS_FMAX_HZ) -> PitchTrack:
+  """Tracks the f0 of a monophonic (bass) waveform.
+
+  Args:
+    wav: mono waveform [S].
+    sample_rate: Hz.
+    tracker: "auto", "pyin" or "swift-f0" (see the module docstring).
+    fmin, fmax: search range in Hz.
+
+  Returns:
+    A PitchTrack; frame i is centred at times[i].
+  """
+  sr = check_sample_rate(sample_rate)
+  wav_S = as_mono(wav, "wav", min_samples=1)
+  if not 0 < fmin < fmax:
+    raise BassgenError(f"fmin={fmin}, fmax={fmax}: need 0 < fmin < fmax (bass: 30 to 400 Hz).")
+  if resolve_tracker(tracker) == "pyin":
+    return _track_pyin(wav_S, sr, fmin, fmax)
+  return _track_swift(wav_S, sr, fmin, fmax)
+
+
+def _track_pyin(wav_S: np.ndarray, sr: int, fmin: float, fmax: float) -> PitchTrack:
+  import librosa  # pylint: disable=g-import-not-at-top
+  from bassgen.data.audio import resample  # pylint: disable=g-import-not-at-top
+
+  if _PYIN_SR / fmin > _PYIN_FRAME // 2:
+    raise BassgenError(f"fmin={fmin} Hz is too low for pyin's {_PYIN_FRAME}-sample frames; "
+                       f"use fmin >= {2 * _PYIN_SR / _PYIN_FRAME:.1f} Hz.")
+  x_S = resample(wav_S.astype(np.float32), sr, _PYIN_SR).astype(np.float64)
+  if len(x_S) < _PYIN_FRAME:   # pyin needs one full frame; silence around a short clip is harmless
+    x_S = np.pad(x_S, (0, _PYIN_FRAME - len(x_S)))
+  f0, voiced, prob = librosa.pyin(
+      x_S, fmin=fmin, fmax=min(fmax, _PYIN_SR / 4), sr=_PYIN_SR, frame_length=_PYIN_FRAME,
+      hop_length=_PYIN_HOP, resolution=0.2, center=True)
+  n_frames = 1 + len(wav_S) * _PYIN_SR // (sr * _PYIN_HOP)
+  return _make_track(np.arange(len(f0)) * _PYIN_HOP / _PYIN_SR, f0, voiced, prob, n_frames)
+
+
+def _track_swift(wav_S: np.ndarray, sr: int, fmin: float, fmax: float) -> PitchTrack:
+  global _swift_detector
+  import swift_f0  # pylint: disable=g-import-not-at-top
+  from bassgen.data.audio import resample  # pylint: disable=g-import-not-at-top
+
+  if 2 * fmax < _SWIFT_MIN_HZ * 1.05 or 2 * fmin > _SWIFT_MAX_HZ:
+    raise BassgenError(f"fmin={fmin}, fmax={fmax}: swift-f0 covers {_SWIFT_MIN_HZ / 2:.1f} to "
+                       f"{_SWIFT_MAX_HZ / 2:.0f} Hz here; pick a range inside it or tracker='pyin'.")
+  if _swift_detector is None:
+    _swift_detector = swift_f0.SwiftF0(threads=min(4, os.cpu_count() or 1), spin=False)
+  # Resample to 8 kHz and present it as 16 kHz: every frequency doubles and time runs twice as
+  # fast, so a model frame (256 samples) spans 32 ms of real time. Runs on the signal advanced by
+  # 0, 8, 16 and 24 ms are interleaved to give an 8 ms hop.
+  x_S = resample(wav_S.astype(np.float32), sr, _SWIFT_SR // 2)
+  step = 256 // _SWIFT_SHIFTS
+  runs = []
+  for j in range(_SWIFT_SHIFTS):
+    part = x_S[j * step:] if len(x_S) > j * step else np.zeros(1, np.float32)
+    r = _swift_detector.detect(part, _SWIFT_SR, fmin=max(2 * fmin, _SWIFT_MIN_HZ),
+                               fmax=min(2 * fmax, _SWIFT_MAX_HZ))
+    runs.append((r.pitch_hz / 2.0, np.clip(r.confidence, 0.0, 1.0)))
+  n = min(len(p) for p, _ in runs)
+  f0 = np.stack([p[:n] for p, _ in runs], axis=1).reshape(-1)       # frame 4i + j
+  conf = np.stack([c[:n] for _, c in runs], axis=1).reshape(-1)
+  n_frames = 1 + len(x_S) // step
+  times = np.arange(len(f0)) * step / (_SWIFT_SR // 2)
+  return _make_track(times, f0, conf >= 0.5, conf, n_frames)
+
+
+def _make_track(times, f0, voiced, conf, n_frames: int | None) -> PitchTrack:
+  f0 = np.asarray(f0, dtype=np.float64)
+  voiced = np.asarray(voiced, dtype=bool) & np.isfinite(f0) & (f0 > 0)
+  times = np.asarray(times, dtype=np.float64)
+  conf = np.nan_to_num(np.asarray(conf, dtype=np.float64))
+  if n_frames is not None:   # drop frames that only cover padding
+    times, f0, voiced, conf = (a[:max(1, n_frames)] for a in (times, f0, voiced, conf))
+  return PitchTrack(times=times, f0_hz=np.where(voiced, f0, np.nan), voiced=voiced, confidence=conf)
+
+
+def f0_to_notes(track: PitchTrack, *, min_note_s: float = 0.06, max_gap_s: float = 0.04,
+                split_times: Sequence[float] | None = None, snap_s: float = 0.07,
+                smooth_s: float = 0.05) -> list[Note]:
+  """Turns a monophonic f0 track into notes.
+
+  Frame pitches are median-smoothed over `smooth_s` within voiced runs and rounded to semitones;
+  runs of equal pitch become notes. Runs shorter than `min_note_s` join an adjacent note (the longer
+  one) or are dropped when isolated; unvoiced gaps up to `max_gap_s` inside a same-pitch note are
+  bridged. `split_times` (e.g. onsets detected in the audio) split a note where the same pitch is
+  re-attacked, and a note onset within `snap_s` of a split time moves to it (f0 trackers see a note
+  up to half a frame early or late; onset detectors are sharper).
+
+  Returns:
+    Notes sorted by onset, non-overlapping, velocity 100.
+  """
+  hop = track.hop_s or 0.016
+  min_frames = max(1, int(round(min_note_s / hop)))
+  pitch_T = _smoothed_semitones(track, max(1, int(round(smooth_s / hop)) | 1))
+  segs = _runs(pitch_T)                                          # [start, end) frame index, pitch
+  segs = _absorb_short(segs, min_frames)
+  splits = np.sort(np.asarray(split_times if split_times is not None else [], dtype=np.float64))
+  notes: list[list] = []
+  for start, end, pitch in segs:
+    onset = max(0.0, track.times[start] - hop / 2)
+    offset = track.times[end - 1] + hop / 2
+    if notes and notes[-1][2] == pitch and onset - notes[-1][1] <= max_gap_s + 1e-9 and not np.any(
+        (splits > notes[-1][1] - snap_s) & (splits <= onset + snap_s)):
+      notes[-1][1] = offset           # bridge a short dropout inside one note
+    else:
+      notes.append([onset, offset, pitch])
+  out = []
+  for onset, offset, pitch in notes:
+    near = splits[np.abs(splits - onset) <= snap_s]
+    if near.size:
+      dist = np.abs(near - onset)
+      onset = float(near[dist <= dist.min() + 1e-3][-1])   # near-ties: the later one
+    if out and out[-1].offset > onset:   # a later-snapped onset never overlaps the note before
+      out[-1] = dataclasses.replace(out[-1], offset=onset)
+    bounds = [onset]
+    for s in splits[(splits > onset) & (splits < offset - min_note_s)]:
+      if s - bounds[-1] >= min_note_s:
+        bounds.append(float(s))
+    bounds.append(offset)
+    for a, b in zip(bounds[:-1], bounds[1:]):
+      out.append(Note(onset=float(a), offset=float(b), pitch=int(pitch)))
+  return out
+
+
+def _smoothed_semitones(track: PitchTrack, width: int) -> np.ndarray:
+  from scipy.ndimage import median_filter  # pylint: disable=g-import-not-at-top
+
+  midi_T = track.midi
+  pitch_T = np.full(len(midi_T), -1, dtype=np.int64)
+  for start, end, _ in _runs(np.where(track.voiced, 0, -1)):
+    run = midi_T[start:end]
+    size = min(width, len(run) if len(run) % 2 else len(run) - 1)
+    if size > 1:
+      run = median_filter(run, size=size, mode="nearest")
+    pitch_T[start:end] = np.round(run).astype(np.int64)
+  return pitch_T
+
+
+def _runs(values_T: np.ndarray) -> list[tuple[int, int, int]]:
+  """Run-length encoding of voiced values (>= 0): [(start, end, value)], unvoiced (-1) skipped."""
+  values_T = np.asarray(values_T)
+  if values_T.size == 0:
+    return []
+  change = np.flatnonzero(np.diff(values_T)) + 1
+  starts = np.concatenate([[0], change])
+  ends = np.concatenate([change, [len(values_T)]])
+  return [(int(s), int(e), int(values_T[s])) for s, e in zip(starts, ends) if values_T[s] >= 0]
+
+
+def _absorb_short(segs, min_frames: int):
+  """Merges runs shorter than `min_frames` into a touching neighbour, or drops them."""
+  segs = [list(s) for s in segs]
+  while True:
+    short = [i for i, s in enumerate(segs) if s[1] - s[0] < min_frames]
+    if not short:
+      break
+    i = min(short, key=lambda k: segs[k][1] - segs[k][0])
+    prev = i - 1 if i > 0 and segs[i - 1][1] == segs[i][0] else None
+    nxt = i + 1 if i + 1 < len(segs) and segs[i + 1][0] == segs[i][1] else None
+    cands = [k for k in (prev, nxt) if k is not None]
+    if cands:
+      k = max(cands, key=lambda c: segs[c][1] - segs[c][0])
+      segs[k][0] = min(segs[k][0], segs[i][0])
+      segs[k][1] = max(segs[k][1], segs[i][1])
+    del segs[i]
+    merged = []
+    for s in segs:   # neighbours that now touch with equal pitch become one run
+      if merged and merged[-1][1] == s[0] and merged[-1][2] == s[2]:
+        merged[-1][1] = s[1]
+      else:
+        merged.append(s)
+    segs = merged
+  return [tuple(s) for s in segs]
+
+
+def transcribe_bass(wav, sample_rate: int, *, tracker: str = "auto",
+                    min_note_s: float = 0.06) -> list[Note]:
+  """Notes of a monophonic bass waveform: f0 track, split at detected onsets, velocity from level.
+
+  Velocity maps each note's RMS level linearly from -50 dBFS (velocity 20) to 0 dBFS (127).
+  """
+  from bassgen.evaluation.rhythm import onset_times  # pylint: disable=g-import-not-at-top
+
+  sr = check_sample_rate(sample_rate)
+  wav_S = as_mono(wav, "wav")
+  track = track_pitch(wav_S, sr, tracker=tracker)
+  notes = f0_to_notes(track, min_note_s=min_note_s,
+                      split_times=onset_times(wav_S, sr, fmax=BASS_FMAX_HZ * 4))
+  out = []
+  for n in notes:
+    seg = wav_S[int(n.onset * sr):max(int(n.offset * sr), int(n.onset * sr) + 1)]
+    db = 20 * np.log10(max(np.sqrt(np.mean(seg ** 2)), 1e-6))
+    out.append(dataclasses.replace(n, velocity=int(np.clip(round(127 + db * 107 / 50), 1, 127))))
+  return out
+
+
+def notes_to_track(notes: Iterable[Note], times) -> PitchTrack:
+  """Frame-wise reference track from notes (e.g. a known bass part) at frame centres `times`.
+
+  Where notes overlap, the later onset wins (a monophonic line).
+  """
+  times = np.asarray(times, dtype=np.float64)
+  f0 = np.full(len(times), np.nan)
+  for n in sorted(as_notes(notes), key=lambda n: n.onset):
+    f0[(times >= n.onset) & (times < n.offset)] = midi_to_hz(n.pitch)
+  voiced = np.isfinite(f0)
+  return PitchTrack(times=times, f0_hz=f0, voiced=voiced, confidence=voiced.astype(np.float64))
+
+
+def as_notes(notes) -> list[Note]:
+  """Accepts Notes or dicts with start/end (or onset/offset), pitch and optional velocity."""
+  out = []
+  for n in notes:
+    if isinstance(n, Note):
+      out.append(n)
+      continue
+    try:
+      onset = float(n["start"] if "start" in n else n["onset"])
+      offset = float(n["end"] if "end" in n else n["offset"])
+      out.append(Note(onset, offset, int(n["pitch"]), int(n.get("velocity", 100))))
+    except (KeyError, TypeError, ValueError):
+      raise BassgenError(f"note {n!r}: expected a Note or a dict with 'start', 'end' and 'pitch' "
+                         "(seconds, MIDI number), as in a rendered song.json.") from None
+  return out
+
+
+def notes_to_midi(notes: Iterable[Note], path: str | os.PathLike, *, program: int = 33,
+                  overwrite: bool = False) -> pathlib.Path:
+  """Writes notes as a one-track MIDI file (GM program 33 = Electric Bass (finger)), atomically."""
+  import pretty_midi  # pylint: disable=g-import-not-at-top
+  from bassgen.data.audio import atomic_write_bytes  # pylint: disable=g-import-not-at-top
+
+  if not 0 <= int(program) <= 127:
+    raise BassgenError(f"program={program}: a General MIDI program is 0 to 127 (bass: 32 to 39).")
+  pm = pretty_midi.PrettyMIDI()
+  inst = pretty_midi.Instrument(program=int(program), name="bass")
+  for n in as_notes(notes):
+    if n.offset > n.onset:
+      inst.notes.append(pretty_midi.Note(velocity=int(np.clip(n.velocity, 1, 127)),
+                                         pitch=int(np.clip(n.pitch, 0, 127)),
+                                         start=float(n.onset), end=float(n.offset)))
+  pm.instruments.append(inst)
+  buf = io.BytesIO()
+  pm.write(buf)
+  return atomic_write_bytes(path, buf.getvalue(), overwrite=overwrite)
+
+
+def read_midi_notes(path: str | os.PathLike, *, bass_only: bool = True) -> list[Note]:
+  """Notes of a MIDI file: the GM bass programs (32-39) only, or every non-drum part."""
+  import pretty_midi  # pylint: disable=g-import-not-at-top
+
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise BassgenError(f"{path}: no such MIDI file. Check the path.")
+  try:
+    pm = pretty_midi.PrettyMIDI(str(path))
+  except Exception as e:  # pretty_midi/mido raise many types for bad files
+    raise BassgenError(f"{path}: not a readable MIDI file ({type(e).__name__}). "
+                       "Give a standard .mid file.") from None
+  parts = [i for i in pm.instruments if not i.is_drum and (not bass_only or 32 <= i.program <= 39)]
+  if not parts:
+    raise BassgenError(f"{path}: no {'bass (GM program 32-39) ' if bass_only else ''}part found. "
+                       "Give the bass part's MIDI, or pass bass_only=False.")
+  notes = [Note(float(n.start), float(n.end), int(n.pitch), int(n.velocity))
+           for i in parts for n in i.notes]
+  return sorted(notes, key=lambda n: (n.onset, n.pitch))

@@ -1,0 +1,124 @@
+"""Rhythm metrics: do the bass's note onsets fall on the mix's onsets (or beats), or on a known bass's?
+
+Onsets are detected with librosa (spectral flux of a mel spectrogram, ~6-8 ms hop, librosa's
+time-based peak picking). Matching is mir_eval's onset F-measure: each reference onset matches at most
+one estimated onset within +-`window` seconds (50 ms by default).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from bassgen.errors import BassgenError
+from bassgen.evaluation._signal import as_mono, check_sample_rate, default_n_fft
+
+ONSET_WINDOW_S = 0.05
+MIX_REFERENCES = ("onsets", "beats")
+
+
+def _hop(sr: int) -> int:
+  return default_n_fft(sr) // 8   # 256 at 44.1 kHz (5.8 ms), 128 at 16 kHz (8 ms)
+
+
+def onset_times(wav, sample_rate: int, *, fmax: float | None = None,
+                backtrack: bool = False) -> np.ndarray:
+  """Onset times in seconds of a waveform, sorted; empty for silence.
+
+  Args:
+    wav: mono waveform [S].
+    sample_rate: Hz.
+    fmax: highest frequency of the onset-strength mel spectrogram (e.g. ~1.6 kHz for a bass stem so
+      that fret noise and hiss matter less); None for the full band.
+    backtrack: move each onset back to the preceding energy minimum.
+  """
+  import librosa  # pylint: disable=g-import-not-at-top
+
+  sr = check_sample_rate(sample_rate)
+  wav_S = as_mono(wav, "wav").astype(np.float32)
+  if not np.any(wav_S):
+    return np.zeros(0)
+  n_fft = default_n_fft(sr)
+  hop = _hop(sr)
+  kw = {} if fmax is None else {"fmax": min(float(fmax), sr / 2)}
+  env = librosa.onset.onset_strength(y=wav_S, sr=sr, n_fft=n_fft, hop_length=hop, **kw)
+  frames = librosa.onset.onset_detect(onset_envelope=env, sr=sr, hop_length=hop,
+                                      backtrack=backtrack, units="frames")
+  return np.sort(librosa.frames_to_time(frames, sr=sr, hop_length=hop)).astype(np.float64)
+
+
+def beat_times(wav, sample_rate: int) -> np.ndarray:
+  """Beat times in seconds from librosa's dynamic-programming beat tracker."""
+  import librosa  # pylint: disable=g-import-not-at-top
+
+  sr = check_sample_rate(sample_rate)
+  wav_S = as_mono(wav, "wav").astype(np.float32)
+  if not np.any(wav_S):
+    return np.zeros(0)
+  _, beats = librosa.beat.beat_track(y=wav_S, sr=sr, hop_length=_hop(sr), units="time")
+  return np.sort(np.asarray(beats, dtype=np.float64))
+
+
+def onset_f_measure(ref_onsets: Iterable[float], est_onsets: Iterable[float], *,
+                    window: float = ONSET_WINDOW_S) -> dict[str, float]:
+  """mir_eval onset F-measure, precision and recall of `est_onsets` against `ref_onsets` (seconds).
+
+  If only one side is empty all three are 0; if both are empty (nothing to match) they are nan.
+  """
+  import mir_eval  # pylint: disable=g-import-not-at-top
+
+  ref = np.sort(np.asarray(list(ref_onsets), dtype=np.float64))
+  est = np.sort(np.asarray(list(est_onsets), dtype=np.float64))
+  if window <= 0:
+    raise BassgenError(f"window={window}: the onset tolerance must be positive (e.g. 0.05 s).")
+  if ref.size == 0 and est.size == 0:
+    nan = float("nan")
+    return {"f_measure": nan, "precision": nan, "recall": nan}
+  if ref.size == 0 or est.size == 0:
+    return {"f_measure": 0.0, "precision": 0.0, "recall": 0.0}
+  f, p, r = mir_eval.onset.f_measure(ref, est, window=window)
+  return {"f_measure": float(f), "precision": float(p), "recall": float(r)}
+
+
+def bass_onsets(bass, sample_rate: int) -> np.ndarray:
+  """Onsets of a bass stem: onset strength restricted to the band below 1.6 kHz."""
+  return onset_times(bass, sample_rate, fmax=1600.0)
+
+
+def rhythm_metrics(bass, sample_rate: int, *, mix=None, ref_bass=None, ref_notes=None,
+                   window: float = ONSET_WINDOW_S, mix_reference: str = "onsets") -> dict[str, float]:
+  """Onset agreement of a (generated) bass with its mix and, where known, with the true bass.
+
+  Args:
+    bass: the bass waveform to score [S].
+    sample_rate: Hz, shared by all waveforms.
+    mix: the mix the bass was generated for; scores bass onsets against the mix's onsets
+      (`mix_reference="onsets"`) or beats (`"beats"`).
+    ref_bass: waveform of a known bass for the same mix; its detected onsets are the reference.
+    ref_notes: known bass notes instead (Notes or song.json dicts); their onset times are the reference.
+
+  Returns:
+    "onset_f_mix", "onset_precision_mix", "onset_recall_mix" when `mix` is given;
+    "onset_f_ref", "onset_precision_ref", "onset_recall_ref" when `ref_bass` or `ref_notes` is.
+  """
+  sr = check_sample_rate(sample_rate)
+  if mix_reference not in MIX_REFERENCES:
+    raise BassgenError(f"mix_reference={mix_reference!r} is unknown; use 'onsets' or 'beats'.")
+  if ref_bass is not None and ref_notes is not None:
+    raise BassgenError("give either ref_bass (audio) or ref_notes (MIDI/JSON notes), not both.")
+  est = bass_onsets(as_mono(bass, "bass"), sr)
+  out: dict[str, float] = {}
+  if mix is not None:
+    mix_S = as_mono(mix, "mix")
+    ref = onset_times(mix_S, sr) if mix_reference == "onsets" else beat_times(mix_S, sr)
+    out.update({f"onset_{k.split('_')[0]}_mix": v
+                for k, v in onset_f_measure(ref, est, window=window).items()})
+  if ref_bass is not None or ref_notes is not None:
+    if ref_bass is not None:
+      ref = bass_onsets(as_mono(ref_bass, "ref_bass"), sr)
+    else:
+      from bassgen.evaluation.pitch import as_notes  # pylint: disable=g-import-not-at-top
+      ref = [n.onset for n in as_notes(ref_notes)]
+    out.update({f"onset_{k.split('_')[0]}_ref": v
+                for k, v in onset_f_measure(ref, est, window=window).items()})
+  return out

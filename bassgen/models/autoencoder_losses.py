@@ -1,0 +1,61 @@
+"""Reconstruction losses of the autoencoder (DESIGN.md §1): pure functions of arrays."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from bassgen import spectral
+
+
+def spectral_terms(wav_pred_BxS: jax.Array, wav_true_BxS: jax.Array, n_fft: int,
+                   eps: float = 1e-5) -> tuple[jax.Array, jax.Array]:
+  """(spectral convergence, mean |log-magnitude difference|) at one resolution, hop n_fft / 4."""
+  hop = n_fft // 4
+  mag_p = jnp.abs(spectral.stft(wav_pred_BxS, n_fft, hop))
+  mag_t = jnp.abs(spectral.stft(wav_true_BxS, n_fft, hop))
+  sc = jnp.sqrt(jnp.sum((mag_t - mag_p) ** 2, axis=(1, 2)) /
+                (jnp.sum(mag_t**2, axis=(1, 2)) + eps))
+  logmag = jnp.mean(jnp.abs(jnp.log(mag_t + eps) - jnp.log(mag_p + eps)))
+  return jnp.mean(sc), logmag
+
+
+def log_mel_l1_db(wav_pred_BxS: jax.Array, wav_true_BxS: jax.Array, *, sample_rate: int,
+                  n_fft: int, n_mels: int, floor_db: float) -> jax.Array:
+  """Mean |dB difference| of mel spectra, both floored `floor_db` below the reference's maximum.
+
+  This is the evaluation's log-mel distance, made differentiable (it is 0-gradient below the floor).
+  """
+  hop = n_fft // 4
+  db_p = 10.0 * jnp.log10(spectral.mel_power(wav_pred_BxS, sample_rate, n_fft, hop, n_mels) + 1e-10)
+  db_t = 10.0 * jnp.log10(spectral.mel_power(wav_true_BxS, sample_rate, n_fft, hop, n_mels) + 1e-10)
+  floor = jnp.max(db_t, axis=(1, 2), keepdims=True) - floor_db
+  return jnp.mean(jnp.abs(jnp.maximum(db_p, floor) - jnp.maximum(db_t, floor)))
+
+
+def reconstruction_losses(feat_pred: jax.Array, feat_true: jax.Array, wav_pred_BxS: jax.Array,
+                          wav_true_BxS: jax.Array, z_BxLxC: jax.Array,
+                          cfg: ml_collections.ConfigDict, sample_rate: int) -> dict[str, jax.Array]:
+  """Every loss term, unweighted (the trainer logs each and sums them with `cfg.*_weight`)."""
+  n_bins = feat_true.shape[-1] // 2
+  mag = lambda f: jnp.sqrt(f[..., :n_bins] ** 2 + f[..., n_bins:] ** 2 + 1e-12)
+  terms = {
+      "spec_l1": jnp.mean(jnp.abs(feat_pred - feat_true)),
+      "mag_l1": jnp.mean(jnp.abs(mag(feat_pred) - mag(feat_true))),
+      "latent_l2": jnp.mean(z_BxLxC**2),
+  }
+  sc_all, logmag_all = [], []
+  for n_fft in cfg.mrstft_fft_sizes:
+    sc, logmag = spectral_terms(wav_pred_BxS, wav_true_BxS, n_fft)
+    sc_all.append(sc)
+    logmag_all.append(logmag)
+  terms["mrstft_sc"] = jnp.mean(jnp.stack(sc_all))
+  terms["mrstft_logmag"] = jnp.mean(jnp.stack(logmag_all))
+  terms["log_mel_db"] = log_mel_l1_db(wav_pred_BxS, wav_true_BxS, sample_rate=sample_rate,
+                                      n_fft=cfg.mel_n_fft, n_mels=cfg.mel_bands,
+                                      floor_db=cfg.mel_floor_db)
+  return terms
+
+
+def total_loss(terms: dict[str, jax.Array], cfg: ml_collections.ConfigDict) -> jax.Array:
+  return sum(cfg[f"{name}_weight"] * value for name, value in terms.items())

@@ -1,0 +1,159 @@
+"""The conditional 1-D U-Net of DESIGN.md §2 (the raw network F of EDM, before preconditioning).
+
+Input: the noisy target latent, the mix latent and a one-channel "condition present" mask,
+concatenated along channels. The null condition of classifier-free guidance is the mix latent
+replaced by zeros with the mask channel at 0 (`cond_mask_B = 0`), so the network always knows
+which of the two it sees, and no learned null vector is needed.
+
+Levels: `len(model.channels)` resolutions; between two levels time is down- (up-)sampled by 2, so
+a length must be a multiple of `length_multiple(cfg)`. Self-attention (with a Dynamic Positional
+Bias) runs at the levels listed in `model.attn_levels` and in the middle block. With
+`model.position = 'dpb'` there is no absolute position anywhere in the network.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from bassgen.errors import BassgenError
+from bassgen.models import layers
+
+POSITIONS = ("dpb", "sinusoidal", "none")
+
+
+def length_multiple(cfg: ml_collections.ConfigDict) -> int:
+  """Latent lengths the U-Net accepts are multiples of this (2 ** number of downsamplings)."""
+  return 2 ** (len(cfg.channels) - 1)
+
+
+def _downsample_mask(frame_mask_BxT: jax.Array | None) -> jax.Array | None:
+  if frame_mask_BxT is None:
+    return None
+  b, t = frame_mask_BxT.shape
+  return frame_mask_BxT.reshape(b, t // 2, 2).max(axis=-1)
+
+
+class UNet1D(nnx.Module):
+  """`UNet1D(config.model, rngs=...)`; call `model(x_BxTxC, sigma_B, cond_BxTxC, cond_mask_B)`.
+
+  `cfg` is the `model` section of configs/ldm.py. The optional `frame_mask_BxT` (1 = real frame,
+  0 = padding) keeps padded frames out of norm statistics and attention keys.
+  """
+
+  def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
+    if cfg.position not in POSITIONS:
+      raise BassgenError(f"model.position is {cfg.position!r}; choose one of {POSITIONS} "
+                         "(in configs/ldm.py or with --config.model.position=dpb)")
+    channels = tuple(cfg.channels)
+    levels = len(channels)
+    bad = [a for a in cfg.attn_levels if not 0 <= a < levels]
+    if bad:
+      raise BassgenError(f"model.attn_levels {tuple(cfg.attn_levels)} names levels outside "
+                         f"0..{levels - 1}; fix it in configs/ldm.py")
+    self.latent_channels = cfg.latent_channels
+    self.position = cfg.position
+    self.multiple = length_multiple(cfg)
+    groups, emb_dim = cfg.norm_groups, cfg.emb_dim
+
+    def res(c_in, c_out):
+      return layers.ResBlock(c_in, c_out, emb_dim, groups=groups, kernel_size=cfg.kernel_size,
+                             dropout=cfg.dropout, rngs=rngs)
+
+    def attn(c):
+      return layers.SelfAttention(c, cfg.num_heads, groups=groups, position=cfg.position,
+                                  dpb_hidden=cfg.dpb_hidden, dpb_depth=cfg.dpb_depth, rngs=rngs)
+
+    self.noise_emb = layers.NoiseEmbedding(emb_dim, rngs=rngs)
+    self.conv_in = layers.conv(2 * cfg.latent_channels + 1, channels[0], cfg.kernel_size,
+                               rngs=rngs)
+    # Down path: per level `num_blocks` (ResBlock [+ attention]); every block output is a skip.
+    self.down = nnx.List()
+    self.downsample = nnx.List()
+    skip_channels = [channels[0]]
+    c = channels[0]
+    for level, c_level in enumerate(channels):
+      use_attn = level in cfg.attn_levels
+      blocks = nnx.List()
+      for _ in range(cfg.num_blocks):
+        blocks.append(nnx.List([res(c, c_level)] + ([attn(c_level)] if use_attn else [])))
+        c = c_level
+        skip_channels.append(c)
+      self.down.append(blocks)
+      if level < levels - 1:
+        self.downsample.append(layers.Downsample(c, c, rngs=rngs))
+        skip_channels.append(c)
+    self.mid_res1 = res(c, c)
+    self.mid_attn = attn(c)
+    self.mid_res2 = res(c, c)
+    # Up path: per level `num_blocks + 1` ResBlocks, each eating one skip.
+    self.up = nnx.List()
+    self.upsample = nnx.List()
+    for level in reversed(range(levels)):
+      use_attn = level in cfg.attn_levels
+      blocks = nnx.List()
+      for _ in range(cfg.num_blocks + 1):
+        c_skip = skip_channels.pop()
+        blocks.append(nnx.List([res(c + c_skip, channels[level])]
+                               + ([attn(channels[level])] if use_attn else [])))
+        c = channels[level]
+      self.up.append(blocks)
+      if level > 0:
+        self.upsample.append(layers.Upsample(c, c, rngs=rngs))
+    self.norm_out = layers.group_norm(c, groups, rngs=rngs)
+    self.conv_out = layers.conv(c, cfg.latent_channels, cfg.kernel_size, rngs=rngs, scale=0.0)
+
+  def __call__(self, x_BxTxC: jax.Array, sigma_B: jax.Array, cond_BxTxC: jax.Array,
+               cond_mask_B: jax.Array, frame_mask_BxT: jax.Array | None = None) -> jax.Array:
+    b, t, c = x_BxTxC.shape
+    if c != self.latent_channels or cond_BxTxC.shape != x_BxTxC.shape:
+      raise BassgenError(
+          f"the U-Net expects target and mix latents of shape [B, T, {self.latent_channels}], got "
+          f"{x_BxTxC.shape} and {cond_BxTxC.shape}; check that the latent cache was written by the "
+          "autoencoder named in autoencoder_checkpoint")
+    if t % self.multiple:
+      raise BassgenError(
+          f"latent length {t} is not a multiple of {self.multiple}; pad it to a bucket with "
+          "bassgen.samplers.bucket_length (generate() does this for you)")
+    mask_B11 = cond_mask_B.astype(x_BxTxC.dtype).reshape(b, 1, 1)
+    h = jnp.concatenate([x_BxTxC, cond_BxTxC * mask_B11,
+                         jnp.broadcast_to(mask_B11, (b, t, 1))], axis=-1)
+    h = self.conv_in(h)
+    if self.position == "sinusoidal":
+      h = h + layers.absolute_positions(t, h.shape[-1])[None]
+    emb = self.noise_emb(sigma_B.astype(jnp.float32).reshape(b))
+
+    fmask = frame_mask_BxT
+    skips = [h]
+    for level, blocks in enumerate(self.down):
+      for block in blocks:
+        h = block[0](h, emb, fmask)
+        if len(block) > 1:
+          h = block[1](h, fmask)
+        skips.append(h)
+      if level < len(self.downsample):
+        h = self.downsample[level](h)
+        fmask = _downsample_mask(fmask)
+        skips.append(h)
+    h = self.mid_res1(h, emb, fmask)
+    h = self.mid_attn(h, fmask)
+    h = self.mid_res2(h, emb, fmask)
+    masks = [frame_mask_BxT]
+    for _ in range(len(self.upsample)):
+      masks.append(_downsample_mask(masks[-1]))
+    for i, blocks in enumerate(self.up):
+      fmask = masks[len(self.up) - 1 - i]
+      for block in blocks:
+        h = block[0](jnp.concatenate([h, skips.pop()], axis=-1), emb, fmask)
+        if len(block) > 1:
+          h = block[1](h, fmask)
+      if i < len(self.upsample):
+        h = self.upsample[i](h)
+    h = jax.nn.silu(layers.masked_norm(self.norm_out, h, frame_mask_BxT))
+    return self.conv_out(h)
+
+
+def count_params(model: nnx.Module) -> int:
+  """Number of trainable parameters."""
+  return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))

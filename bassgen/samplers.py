@@ -1,0 +1,256 @@
+"""Jitted samplers for the latent diffusion model (DESIGN.md §2): Euler, Heun and DPM-Solver++(2M)
+on the Karras σ schedule, classifier-free guidance with the std rescale φ, style grounding, a
+RePaint-style inpainting hook and length buckets.
+
+`denoise_fn(x_BxTxC, sigma_B, cond_BxTxC, cond_mask_B[, frame_mask_BxT=...]) -> D_BxTxC` is the
+preconditioned denoiser (`edm.precondition` around the U-Net). The whole loop runs inside one
+`jax.jit` (`lax.fori_loop`); the conditional and null-condition passes run as one batch of 2B.
+
+Typical use (the CLI does this):
+  model.eval(); graphdef, state = nnx.split(model)
+  sample_fn = make_sampler(graphdef, sigma_data=cfg.diffusion.sigma_data,
+                           sampler=cfg.sample.sampler, steps=cfg.sample.steps)
+  z_BxTxC = generate(sample_fn, state, mix_BxTxC, cfg=cfg.sample,
+                     length_multiple=unet.length_multiple(cfg.model), style=style_stats(ref_1xTxC))
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from bassgen.errors import BassgenError
+
+SAMPLERS = ("euler", "heun", "dpmpp2m")
+# Sampler settings passed as traced scalars: changing them never recompiles.
+KNOBS = ("sigma_min", "sigma_max", "rho", "guidance_w", "rescale_phi", "ground_strength",
+         "ground_sigma_threshold")
+_EPS = 1e-12
+
+DenoiseFn = Callable[..., jax.Array]
+
+
+def karras_sigmas(steps: int, sigma_min: Any, sigma_max: Any, rho: Any) -> jax.Array:
+  """[steps + 1] noise levels from σ_max down to σ_min (Karras et al. eq. 5), then a final 0."""
+  ramp = jnp.arange(steps, dtype=jnp.float32) / max(steps - 1, 1)
+  inv_rho = 1.0 / jnp.asarray(rho, jnp.float32)
+  lo = jnp.asarray(sigma_min, jnp.float32) ** inv_rho
+  hi = jnp.asarray(sigma_max, jnp.float32) ** inv_rho
+  sigmas = (hi + ramp * (lo - hi)) ** jnp.asarray(rho, jnp.float32)
+  return jnp.concatenate([sigmas, jnp.zeros((1,), jnp.float32)])
+
+
+def _moments(x: jax.Array, frame_mask_BxT: jax.Array | None, axes: tuple[int, ...]
+             ) -> tuple[jax.Array, jax.Array]:
+  """Mean and std of x over `axes` (kept as size-1 dims), counting only real frames."""
+  if frame_mask_BxT is None:
+    w = jnp.ones(x.shape[:2] + (1,), x.dtype)
+  else:
+    w = frame_mask_BxT.astype(x.dtype)[:, :, None]
+  w = jnp.broadcast_to(w, x.shape)
+  n = jnp.maximum(jnp.sum(w, axis=axes, keepdims=True), 1.0)
+  mean = jnp.sum(w * x, axis=axes, keepdims=True) / n
+  var = jnp.sum(w * jnp.square(x - mean), axis=axes, keepdims=True) / n
+  return mean, jnp.sqrt(var)
+
+
+def style_stats(z_BxTxC: jax.Array, frame_mask_BxT: jax.Array | None = None
+                ) -> tuple[jax.Array, jax.Array]:
+  """The "style" of a normalised reference latent: per-channel (mean_BxC, std_BxC) over time."""
+  mean, std = _moments(z_BxTxC, frame_mask_BxT, (1,))
+  return mean[:, 0], std[:, 0]
+
+
+def guidance_combine(d_cond_BxTxC: jax.Array, d_uncond_BxTxC: jax.Array, guidance_w: Any,
+                     rescale_phi: Any, frame_mask_BxT: jax.Array | None = None) -> jax.Array:
+  """D = D_u + w (D_c - D_u); D_r = D · std(D_c) / std(D) per example; φ D_r + (1 - φ) D."""
+  d = d_uncond_BxTxC + guidance_w * (d_cond_BxTxC - d_uncond_BxTxC)
+  _, std_c = _moments(d_cond_BxTxC, frame_mask_BxT, (1, 2))
+  _, std_d = _moments(d, frame_mask_BxT, (1, 2))
+  d_rescaled = d * (std_c / jnp.maximum(std_d, _EPS))
+  return rescale_phi * d_rescaled + (1.0 - rescale_phi) * d
+
+
+def guided_denoiser(denoise_fn: DenoiseFn, *, guidance_w: Any, rescale_phi: Any) -> DenoiseFn:
+  """`fn(x_BxTxC, sigma_B, cond_BxTxC, frame_mask_BxT=None) -> D_final`, one 2B-batch call."""
+
+  def fn(x_BxTxC, sigma_B, cond_BxTxC, frame_mask_BxT=None):
+    b = x_BxTxC.shape[0]
+    two = lambda a: jnp.concatenate([a, a], axis=0)
+    mask_2B = jnp.concatenate([jnp.ones((b,), jnp.float32), jnp.zeros((b,), jnp.float32)])
+    kwargs = {} if frame_mask_BxT is None else {"frame_mask_BxT": two(frame_mask_BxT)}
+    d_2BxTxC = denoise_fn(two(x_BxTxC), two(sigma_B), two(cond_BxTxC), mask_2B, **kwargs)
+    return guidance_combine(d_2BxTxC[:b], d_2BxTxC[b:], guidance_w, rescale_phi, frame_mask_BxT)
+
+  return fn
+
+
+def ground(d_BxTxC: jax.Array, style_mean_BxC: jax.Array, style_std_BxC: jax.Array,
+           strength: Any, frame_mask_BxT: jax.Array | None = None) -> jax.Array:
+  """Style grounding: renormalise each channel over time to the reference's mean and std, then
+  blend with the estimate: D + λ (D_renormalised - D)."""
+  mean, std = _moments(d_BxTxC, frame_mask_BxT, (1,))
+  renorm = ((d_BxTxC - mean) / jnp.maximum(std, _EPS) * style_std_BxC[:, None]
+            + style_mean_BxC[:, None])
+  return d_BxTxC + strength * (renorm - d_BxTxC)
+
+
+def _check_sampler(sampler: str, steps: int) -> None:
+  if sampler not in SAMPLERS:
+    raise BassgenError(f"sample.sampler is {sampler!r}; choose one of {SAMPLERS} "
+                       "(configs/ldm.py or --config.sample.sampler=dpmpp2m)")
+  if int(steps) < 1:
+    raise BassgenError(f"sample.steps is {steps}; it must be at least 1 (configs/ldm.py)")
+
+
+def sample(denoise_fn: DenoiseFn, cond_BxTxC: jax.Array, key: jax.Array, *, cfg: Mapping,
+           style_mean_BxC: jax.Array | None = None, style_std_BxC: jax.Array | None = None,
+           known_BxTxC: jax.Array | None = None, known_mask_BxT: jax.Array | None = None,
+           frame_mask_BxT: jax.Array | None = None) -> jax.Array:
+  """Draws target latents for the mix latents `cond_BxTxC`; jit-friendly.
+
+  `cfg` maps 'sampler' and 'steps' (Python values) and the KNOBS (Python or traced scalars).
+  Style grounding runs while σ > ground_sigma_threshold if style stats are given. With
+  `known_BxTxC` and `known_mask_BxT` (1 = keep), after every step the known frames are replaced by
+  the known latent noised to the new σ, so the output reproduces them exactly.
+  """
+  sampler, steps = cfg["sampler"], int(cfg["steps"])
+  _check_sampler(sampler, steps)
+  if (style_mean_BxC is None) != (style_std_BxC is None):
+    raise ValueError("give both style_mean_BxC and style_std_BxC, or neither")
+  if (known_BxTxC is None) != (known_mask_BxT is None):
+    raise ValueError("give both known_BxTxC and known_mask_BxT, or neither")
+  b = cond_BxTxC.shape[0]
+  sigmas = karras_sigmas(steps, cfg["sigma_min"], cfg["sigma_max"], cfg["rho"])
+  guided = guided_denoiser(denoise_fn, guidance_w=cfg["guidance_w"],
+                           rescale_phi=cfg["rescale_phi"])
+
+  def denoise(x, sigma):
+    d = guided(x, jnp.full((b,), sigma), cond_BxTxC, frame_mask_BxT)
+    if style_mean_BxC is not None:
+      grounded = ground(d, style_mean_BxC, style_std_BxC, cfg["ground_strength"], frame_mask_BxT)
+      d = jnp.where(sigma > cfg["ground_sigma_threshold"], grounded, d)
+    return d
+
+  def paste_known(x, sigma, k):
+    if known_BxTxC is None:
+      return x
+    noisy = known_BxTxC + sigma * jax.random.normal(k, x.shape, x.dtype)
+    return jnp.where(known_mask_BxT[:, :, None] > 0, noisy, x)
+
+  k_init, k_paste = jax.random.split(key)
+  x = jax.random.normal(k_init, cond_BxTxC.shape, jnp.float32) * sigmas[0]
+  x = paste_known(x, sigmas[0], jax.random.fold_in(k_paste, steps))
+
+  def body(i, carry):
+    x, d_prev = carry
+    s, s_next = sigmas[i], sigmas[i + 1]
+    d = denoise(x, s)
+    if sampler == "euler":
+      x_next = x + (s_next - s) * (x - d) / s
+    elif sampler == "heun":
+      slope = (x - d) / s
+      x_euler = x + (s_next - s) * slope
+      slope_next = (x_euler - denoise(x_euler, s_next)) / s_next
+      x_next = x + (s_next - s) * 0.5 * (slope + slope_next)
+    else:  # DPM-Solver++(2M) in t = -log σ; first-order on the first step.
+      h = jnp.log(s) - jnp.log(s_next)
+      h_last = jnp.log(sigmas[jnp.maximum(i - 1, 0)]) - jnp.log(s)
+      r = jnp.where(i > 0, h_last / h, 1.0)
+      c = jnp.where(i > 0, 0.5 / r, 0.0)
+      d_blend = (1.0 + c) * d - c * d_prev
+      x_next = (s_next / s) * x - jnp.expm1(-h) * d_blend
+    return paste_known(x_next, s_next, jax.random.fold_in(k_paste, i)), d
+
+  x, _ = jax.lax.fori_loop(0, steps - 1, body, (x, jnp.zeros_like(x)))
+  # The last step goes to σ = 0, where every sampler returns the denoised estimate.
+  x = denoise(x, sigmas[steps - 1])
+  return paste_known(x, 0.0, k_paste)
+
+
+def sampler_knobs(cfg: Mapping) -> dict[str, jax.Array]:
+  """The traced settings of a `sample` config section, as float32 scalars."""
+  return {name: jnp.asarray(cfg[name], jnp.float32) for name in KNOBS}
+
+
+def make_sampler(model_graphdef: Any, *, sigma_data: float, sampler: str, steps: int
+                 ) -> Callable[..., jax.Array]:
+  """A jitted `fn(state, cond_BxTxC, key, knobs, style_mean_BxC=None, style_std_BxC=None,
+  known_BxTxC=None, known_mask_BxT=None, frame_mask_BxT=None) -> z_BxTxC`.
+
+  `state` is the NNX state of `nnx.split(model)` (model weights or their EMA); `knobs` is
+  `sampler_knobs(cfg.sample)`. Calls with the same shapes (and the same set of optional inputs)
+  reuse one compilation whatever the weights, key or knob values.
+  """
+  from bassgen.diffusion import edm
+  from flax import nnx
+  _check_sampler(sampler, steps)
+
+  def run(state, cond_BxTxC, key, knobs, style_mean_BxC=None, style_std_BxC=None,
+          known_BxTxC=None, known_mask_BxT=None, frame_mask_BxT=None):
+    model = nnx.merge(model_graphdef, state)
+    model.eval()
+
+    def denoise_fn(x, sigma, cond, cond_mask, frame_mask_BxT=None):
+      return edm.precondition(model, x, sigma, cond, cond_mask, sigma_data, frame_mask_BxT)
+
+    return sample(denoise_fn, cond_BxTxC, key, cfg=dict(knobs, sampler=sampler, steps=steps),
+                  style_mean_BxC=style_mean_BxC, style_std_BxC=style_std_BxC,
+                  known_BxTxC=known_BxTxC, known_mask_BxT=known_mask_BxT,
+                  frame_mask_BxT=frame_mask_BxT)
+
+  return jax.jit(run)
+
+
+def bucket_length(length: int, multiple: int, buckets: Sequence[int] = ()) -> int:
+  """The padded length for `length` frames: the smallest bucket that holds it; past the last
+  bucket (or with none), `length` rounded up to a multiple of `multiple`."""
+  if length < 1:
+    raise BassgenError(f"cannot generate for {length} latent frames: the mix is empty")
+  fitting = [b for b in buckets if b >= length]
+  if fitting:
+    return min(fitting)
+  return -(-length // multiple) * multiple
+
+
+def generate(sample_fn: Callable[..., jax.Array], state: Any, cond_BxTxC: jax.Array, *,
+             cfg: Any, length_multiple: int, key: jax.Array | None = None,
+             style: tuple[jax.Array, jax.Array] | None = None,
+             known_BxTxC: jax.Array | None = None,
+             known_mask_BxT: jax.Array | None = None) -> jax.Array:
+  """Any-length generation: pads the mix to a length bucket, samples, crops back.
+
+  `sample_fn` comes from `make_sampler`; `cfg` is the `sample` section (knobs, buckets,
+  bucket_multiple, seed: used when `key` is None); `length_multiple` is
+  `unet.length_multiple(cfg.model)`; `style` is `style_stats(reference_latent)` or None. Padded
+  frames are masked out of attention, norms and the guidance/grounding statistics.
+  """
+  bad = [b for b in cfg.buckets if b % length_multiple]
+  if bad or cfg.bucket_multiple % length_multiple:
+    raise BassgenError(f"sample.buckets {tuple(cfg.buckets)} and sample.bucket_multiple "
+                       f"{cfg.bucket_multiple} must be multiples of {length_multiple} (2 ** the "
+                       "U-Net's downsamplings); fix them in configs/ldm.py")
+  b, t, _ = cond_BxTxC.shape
+  padded = bucket_length(t, cfg.bucket_multiple, cfg.buckets)
+  pad = padded - t
+
+  def pad_time(a, mode="constant"):
+    widths = [(0, 0), (0, pad)] + [(0, 0)] * (a.ndim - 2)
+    return jnp.pad(a, widths, mode=mode)
+
+  frame_mask_BxT = pad_time(jnp.ones((b, t), jnp.float32))
+  known = None if known_BxTxC is None else pad_time(jnp.asarray(known_BxTxC, jnp.float32))
+  known_mask = None if known_mask_BxT is None else pad_time(
+      jnp.asarray(known_mask_BxT, jnp.float32))
+  key = jax.random.key(cfg.seed) if key is None else key
+  style_mean, style_std = (None, None) if style is None else style
+  # The mix continues into the padding as its mirror image (in-distribution for the convs).
+  cond = pad_time(jnp.asarray(cond_BxTxC, jnp.float32), "reflect" if t > 1 else "edge")
+  z = sample_fn(state, cond, key,
+                sampler_knobs(cfg), style_mean, style_std, known, known_mask, frame_mask_BxT)
+  return z[:, :t]
+
+
+__all__ = ["SAMPLERS", "KNOBS", "karras_sigmas", "guidance_combine", "guided_denoiser", "ground",
+           "style_stats", "sample", "sampler_knobs", "make_sampler", "bucket_length", "generate"]

@@ -1,0 +1,88 @@
+"""Device mesh, parameter shardings from logical axis names, and global batches.
+
+One `Mesh` with named axes (`data`, `model`): batches are split over `data`; each parameter carries
+logical axis names (set where the layer is built) that one table in the config maps to mesh axes.
+The same code runs on 8 fake CPU devices, one GPU, or a TPU pod slice with several hosts.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+DATA = "data"
+MODEL = "model"
+
+
+def make_mesh(mesh_shape: Sequence[int], axis_names: Sequence[str] = (DATA, MODEL),
+              devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A mesh over `devices` (all by default). One `-1` entry takes the remaining devices."""
+  devices = list(jax.devices() if devices is None else devices)
+  shape = list(mesh_shape)
+  if shape.count(-1) > 1:
+    raise ValueError("at most one mesh dimension may be -1")
+  known = int(np.prod([s for s in shape if s != -1]))
+  if -1 in shape:
+    shape[shape.index(-1)] = len(devices) // known
+  if int(np.prod(shape)) != len(devices):
+    raise ValueError(f"mesh shape {tuple(shape)} does not use the {len(devices)} devices")
+  dev = np.asarray(devices).reshape(shape)
+  return Mesh(dev, tuple(axis_names), axis_types=(AxisType.Auto,) * len(shape))
+
+
+def logical_to_mesh_spec(spec: P, rules: Sequence[tuple[str, str | None]]) -> P:
+  table = dict(rules)
+  return P(*[table.get(name) if name is not None else None for name in spec])
+
+
+def _fit(spec: P, shape: Sequence[int], mesh: Mesh) -> P:
+  """Drops a mesh axis from a dimension it does not divide (replicates that dimension instead)."""
+  out = []
+  for dim, name in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+    size = 1 if name is None else mesh.shape[name]
+    out.append(name if name is not None and dim % size == 0 else None)
+  return P(*out)
+
+
+def param_shardings(abstract_model: nnx.Module, params_abstract: Any, mesh: Mesh,
+                    rules: Sequence[tuple[str, str | None]]) -> Any:
+  """NamedShardings for a pure-dict parameter tree, from the layers' logical axis names."""
+  specs = nnx.to_pure_dict(nnx.get_partition_spec(nnx.state(abstract_model, nnx.Param)))
+  is_spec = lambda x: isinstance(x, P)
+  return jax.tree.map(
+      lambda spec, p: NamedSharding(mesh, _fit(logical_to_mesh_spec(spec, rules), p.shape, mesh)),
+      specs, params_abstract, is_leaf=is_spec)
+
+
+def optimizer_shardings(tx: optax.GradientTransformation, opt_state_abstract: Any,
+                        params_sharding: Any, mesh: Mesh) -> Any:
+  """Optimizer moments follow their parameters; everything else is replicated."""
+  replicated = NamedSharding(mesh, P())
+  return optax.tree_map_params(
+      tx, lambda _, s: s, opt_state_abstract, params_sharding,
+      transform_non_params=lambda _: replicated,
+      is_leaf=lambda x: isinstance(x, NamedSharding))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
+  return NamedSharding(mesh, P(DATA, *([None] * (ndim - 1))))
+
+
+def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """Assembles each process's slice of the batch into one global array sharded over `data`."""
+  return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, v.ndim), v)
+          for k, v in local_batch.items()}
+
+
+def describe(mesh: Mesh) -> str:
+  kinds = sorted({d.device_kind for d in mesh.devices.flat})
+  return (f"{jax.process_count()} process(es), {mesh.devices.size} device(s) [{', '.join(kinds)}], "
+          f"mesh {dict(mesh.shape)}")

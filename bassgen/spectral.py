@@ -1,0 +1,98 @@
+"""STFT, inverse STFT and mel spectra in JAX, matching librosa's conventions.
+
+Conventions (librosa's defaults): periodic Hann window, `center=True` with zero padding of
+n_fft // 2 on both sides, frames `1 + S // hop`, output [..., frames, bins] (time first, as the
+networks read it). The inverse divides the overlap-added frames by the summed squared window, so
+`istft(stft(x)) == x` for any hop with enough overlap.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@functools.lru_cache(maxsize=None)
+def hann_window(n_fft: int) -> np.ndarray:
+  """Periodic Hann window, as `scipy.signal.get_window('hann', n, fftbins=True)`."""
+  n = np.arange(n_fft)
+  return (0.5 - 0.5 * np.cos(2.0 * np.pi * n / n_fft)).astype(np.float32)
+
+
+def num_frames(num_samples: int, hop: int) -> int:
+  return 1 + num_samples // hop
+
+
+def _check(n_fft: int, hop: int):
+  if n_fft % hop:
+    raise ValueError(f"n_fft ({n_fft}) must be a multiple of hop ({hop})")
+
+
+def frame(x_BxS: jax.Array, n_fft: int, hop: int) -> jax.Array:
+  """Splits a padded signal into overlapping frames [B, T, n_fft] with T = 1 + (S - n_fft) // hop.
+
+  Built from hop-sized chunks (n_fft / hop shifted views), which is far cheaper than a gather.
+  """
+  _check(n_fft, hop)
+  r = n_fft // hop
+  s = x_BxS.shape[-1]
+  t = 1 + (s - n_fft) // hop
+  chunks = x_BxS[..., : (t + r - 1) * hop].reshape(*x_BxS.shape[:-1], t + r - 1, hop)
+  return jnp.concatenate([chunks[..., k:k + t, :] for k in range(r)], axis=-1)
+
+
+def overlap_add(frames_BxTxN: jax.Array, hop: int) -> jax.Array:
+  """Inverse of `frame`: sums frames [B, T, N] at stride hop into [B, (T - 1) * hop + N]."""
+  n = frames_BxTxN.shape[-1]
+  _check(n, hop)
+  r = n // hop
+  t = frames_BxTxN.shape[-2]
+  lead = frames_BxTxN.shape[:-2]
+  chunks = frames_BxTxN.reshape(*lead, t, r, hop)
+  out = jnp.zeros((*lead, t + r - 1, hop), frames_BxTxN.dtype)
+  for k in range(r):
+    out = out.at[..., k:k + t, :].add(chunks[..., :, k, :])
+  return out.reshape(*lead, (t + r - 1) * hop)
+
+
+def stft(x_BxS: jax.Array, n_fft: int, hop: int) -> jax.Array:
+  """Complex STFT [B, T, n_fft // 2 + 1] with T = 1 + S // hop (librosa, center=True, zeros)."""
+  pad = n_fft // 2
+  widths = [(0, 0)] * (x_BxS.ndim - 1) + [(pad, pad)]
+  x = jnp.pad(x_BxS, widths)
+  frames = frame(x, n_fft, hop) * jnp.asarray(hann_window(n_fft))
+  return jnp.fft.rfft(frames, n=n_fft, axis=-1)
+
+
+def istft(spec_BxTxF: jax.Array, n_fft: int, hop: int, length: int | None = None) -> jax.Array:
+  """Inverse of `stft` (librosa.istft with center=True): least-squares overlap-add."""
+  window = jnp.asarray(hann_window(n_fft))
+  frames = jnp.fft.irfft(spec_BxTxF, n=n_fft, axis=-1) * window
+  y = overlap_add(frames, hop)
+  t = spec_BxTxF.shape[-2]
+  wsum = overlap_add(jnp.broadcast_to(window**2, (t, n_fft)), hop)
+  y = y / jnp.where(wsum > 1e-8, wsum, 1.0)
+  pad = n_fft // 2
+  y = y[..., pad:]
+  if length is None:
+    length = (t - 1) * hop
+  if y.shape[-1] < length:
+    y = jnp.pad(y, [(0, 0)] * (y.ndim - 1) + [(0, length - y.shape[-1])])
+  return y[..., :length]
+
+
+@functools.lru_cache(maxsize=None)
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+  """librosa's Slaney mel filterbank, transposed to [bins, mels] for `spec @ fb`."""
+  import librosa  # pylint: disable=g-import-not-at-top
+
+  fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
+  return np.ascontiguousarray(fb.T.astype(np.float32))
+
+
+def mel_power(x_BxS: jax.Array, sample_rate: int, n_fft: int, hop: int, n_mels: int) -> jax.Array:
+  """Mel power spectrogram [B, T, n_mels] (librosa.feature.melspectrogram, power 2)."""
+  mag2 = jnp.abs(stft(x_BxS, n_fft, hop)) ** 2
+  return mag2 @ jnp.asarray(mel_filterbank(sample_rate, n_fft, n_mels))

@@ -1,0 +1,122 @@
+r"""The audio autoencoder (DESIGN.md §1).
+
+  python -m bassgen.main --config=configs/autoencoder.py:demo --workdir=runs/ae_demo
+
+Variants: `paper` (44.1 kHz, hop 256, 16x time down-sampling to 64 channels: ~10.8 latent frames/s,
+64x compression; for TPU/GPU), `demo` (16 kHz, hop 128, 8x down to 32 channels: 32x compression;
+trains on a 2-core CPU), `runlocal` (tiny; what the tests use). Override any field on the command
+line: `--config.optim.lr=3e-4`.
+"""
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variant = arg or "demo"
+  c = ml_collections.ConfigDict()
+  c.variant = variant
+  c.kind = "autoencoder"
+  c.seed = 0
+  c.sample_rate = 16000
+
+  m = c.model = ml_collections.ConfigDict()
+  m.n_fft = 512
+  m.hop = 128
+  m.spec_exponent = 0.5        # network sees |X|^a e^{i phi}
+  m.num_down = 3               # time down-sampling 2**num_down after the STFT hop
+  m.widths = (192, 256, 320, 384)
+  m.dilations = (1, 3)         # one residual block per entry, at every resolution
+  m.kernel_size = 3
+  m.latent_channels = 32
+
+  lo = c.loss = ml_collections.ConfigDict()
+  lo.spec_l1_weight = 1.0
+  lo.mag_l1_weight = 1.0
+  lo.mrstft_sc_weight = 1.0
+  lo.mrstft_logmag_weight = 1.0
+  lo.log_mel_db_weight = 0.05
+  lo.latent_l2_weight = 1e-4   # keeps the unbounded latent's scale sane
+  lo.latent_noise_std = 0.0    # optional noise on the latent while training
+  lo.mrstft_fft_sizes = (256, 512, 1024, 2048)
+  lo.mel_n_fft = 1024
+  lo.mel_bands = 80
+  lo.mel_floor_db = 80.0
+
+  d = c.data = ml_collections.ConfigDict()
+  d.train_dir = "data/prepared/train"   # written by `make data` (bassgen prepare)
+  d.val_dir = "data/prepared/test"
+  d.crop_samples = 16384
+  d.silence_threshold_db = -45.0
+  d.gain_db_range = (-9.0, 3.0)
+  d.worker_count = 0
+  d.num_val_examples = 32
+
+  o = c.optim = ml_collections.ConfigDict()
+  o.lr = 1e-3
+  o.warmup_steps = 200
+  o.end_lr_factor = 0.05       # cosine decay to lr * end_lr_factor at num_steps
+  o.b1 = 0.9
+  o.b2 = 0.99
+  o.weight_decay = 0.0
+  o.clip_norm = 1.0
+  o.ema_decay = 0.999
+
+  t = c.train = ml_collections.ConfigDict()
+  t.batch_size = 16             # global; examples are the mix and the bass of 8 crops
+  t.num_steps = 3000
+  t.max_minutes = 0.0           # > 0: stop (and checkpoint) after this many minutes
+  t.log_every = 25
+  t.eval_every = 500
+  t.ckpt_every = 500
+  t.keep_checkpoints = 2
+  t.audio_every = 1000          # audio and spectrogram summaries of reconstructions
+  t.stats_batches = 16          # batches used for the latent mean/std after training
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.shape = (-1, 1)        # (data, model)
+  # Logical parameter axes -> mesh axes. Output channels may be split over `model` (FSDP-style).
+  c.mesh.rules = (("conv_in", None), ("conv_out", "model"))
+  c.chunk = ml_collections.ConfigDict()
+  c.chunk.latent_frames = 256   # long audio is coded in chunks of this many latent frames...
+  c.chunk.margin = 16           # ...with this much context on each side (>= receptive field)
+
+  if variant == "paper":
+    c.sample_rate = 44100
+    m.n_fft, m.hop, m.num_down = 1024, 256, 4
+    m.widths = (512, 512, 640, 768, 768)
+    m.latent_channels = 64
+    lo.mrstft_fft_sizes = (512, 1024, 2048, 4096)
+    lo.mel_n_fft = 2048
+    d.crop_samples = 2**16
+    t.batch_size = 32
+    t.num_steps = 400_000
+    t.eval_every = 5000
+    t.ckpt_every = 5000
+    t.audio_every = 10000
+    o.lr = 3e-4
+    o.warmup_steps = 2000
+    c.mesh.shape = (-1, 1)
+    c.chunk.margin = 16
+  elif variant == "runlocal":
+    c.sample_rate = 8000
+    m.n_fft, m.hop, m.num_down = 256, 64, 2
+    m.widths = (16, 24, 32)
+    m.dilations = (1,)
+    m.latent_channels = 8
+    lo.mrstft_fft_sizes = (128, 256)
+    lo.mel_n_fft = 256
+    lo.mel_bands = 32
+    d.crop_samples = 2048
+    d.num_val_examples = 8
+    t.batch_size = 8
+    t.num_steps = 6
+    t.log_every = 2
+    t.eval_every = 4
+    t.ckpt_every = 2
+    t.audio_every = 4
+    t.stats_batches = 2
+    o.warmup_steps = 2
+    c.chunk.latent_frames = 16
+    c.chunk.margin = 8
+  elif variant != "demo":
+    raise ValueError(f"unknown variant {variant!r}: use paper, demo or runlocal")
+  return c

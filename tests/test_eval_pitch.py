@@ -103,3 +103,19 @@ def test_bad_options_raise_one_clear_error():
   with pytest.raises(BassgenError, match="fmin"):
     P.track_pitch(np.zeros(SR), SR, tracker="pyin", fmin=500.0, fmax=400.0)
   assert P.resolve_tracker("auto") == ("swift-f0" if P.swift_f0_available() else "pyin")
+
+
+def test_notes_are_always_valid_midi_events():
+  rng = np.random.default_rng(0)
+  times = np.arange(400) * 0.008
+  for _ in range(30):
+    midi = np.repeat(rng.integers(28, 55, 40).astype(float), 10) + rng.normal(0, 0.2, 400)
+    midi[rng.random(400) < 0.15] = np.nan
+    voiced = np.isfinite(midi)
+    track = P.PitchTrack(times, np.where(voiced, P.midi_to_hz(midi), np.nan), voiced,
+                         voiced.astype(float))
+    notes = P.f0_to_notes(track, split_times=np.sort(rng.uniform(0, 3.2, 25)))
+    assert notes
+    for a, b in zip(notes, notes[1:]):
+      assert a.offset <= b.onset
+    assert all(n.offset - n.onset >= 0.06 - 1e-9 for n in notes)

@@ -148,8 +148,8 @@ def test_iterator_restores_exactly_from_an_orbax_checkpoint(data, tmp_path):
   expected = [next(it) for _ in range(4)]
 
   fresh = iter(_train(out))
-  restored = mngr.restore(3, args=ocp.args.Composite(meta=ocp.args.JsonRestore(),
-                                                     data=grain.checkpoint.CheckpointRestore(fresh)))
+  restored = mngr.restore(3, args=ocp.args.Composite(
+      meta=ocp.args.JsonRestore(), data=grain.checkpoint.CheckpointRestore(fresh)))
   assert restored["meta"] == {"step": 3}
   _assert_same([next(fresh) for _ in range(4)], expected)
   mngr.close()
@@ -216,7 +216,8 @@ def test_eval_dataset_is_finite_deterministic_and_sharded(data):
   first, second = list(ds), list(ds)
   assert len(first) == 4  # 9 // 2: the remainder is dropped, every batch has a fixed shape
   _assert_same(first, second)
-  halves = [list(pipeline.make_eval_dataset(out, shard_index=i, shard_count=2, **kw)) for i in (0, 1)]
+  halves = [list(pipeline.make_eval_dataset(out, shard_index=i, shard_count=2, **kw))
+            for i in (0, 1)]
   assert [len(h) for h in halves] == [2, 2]
   starts = [{(int(t), int(s)) for b in h for t, s in zip(b["track"], b["start"])} for h in halves]
   assert not starts[0] & starts[1]

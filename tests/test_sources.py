@@ -1,6 +1,6 @@
-"""Dataset layouts: each test writes a small fixture tree in the exact layout, scans and prepares it.
+"""Dataset layouts: each test writes a small fixture tree in the exact layout, scans, prepares it.
 
-The fixture writers here are also used by test_prepare.py, test_pipeline.py and test_tfds_builder.py.
+The fixture writers here are also used by test_prepare, test_pipeline and test_tfds_builder.
 """
 import json
 import pathlib
@@ -45,7 +45,8 @@ def write_folder_tree(root: pathlib.Path, stems_per_track=(("drums", "keys"),), 
   truth = {}
   for i, stems in enumerate(stems_per_track):
     d = root / f"song{i:02d}"
-    audio = {name: tone(100 * i + j, seconds, sr) for j, name in enumerate(("bass",) + tuple(stems))}
+    names = ("bass",) + tuple(stems)
+    audio = {name: tone(100 * i + j, seconds, sr) for j, name in enumerate(names)}
     for name, wav in audio.items():
       write_wav(d / f"{name}.wav", wav, sr)
     write_wav(d / "mix.wav", sum(audio.values()), sr)

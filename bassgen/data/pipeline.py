@@ -5,16 +5,16 @@ One training example:
      the crop starts inside it (anywhere in the track if the segment is too close to the end), so
      every second of audio is about equally likely; crops may span several segments, and a track
      shorter than the crop is zero-padded;
-  2. if the target's RMS in the crop is below `silence_threshold_db`, another random crop of the same
-     track is drawn (deterministically), up to `max_crop_tries`; then the loudest try is kept, so a
-     silent track cannot stall the loop;
+  2. if the target's RMS in the crop is below `silence_threshold_db`, another random crop of the
+     same track is drawn (deterministically), up to `max_crop_tries`; then the loudest try is kept,
+     so a silent track cannot stall the loop;
   3. the mix is a random subset (1 to all) of the track's non-target stems, each scaled by a gain
      drawn uniformly in dB from `gain_db_range`, summed; the target is the target stem of the same
      crop, unscaled.
 
-Elements are sharded across processes before shuffling (process i of n sees elements i, i+n, ...), the
-shuffle is re-drawn every epoch, and the random crop and mix depend only on (seed, shard, position),
-so `get_state()`/`set_state()` of the iterator resume exactly.
+Elements are sharded across processes before shuffling (process i of n sees elements i, i+n, ...),
+the shuffle is re-drawn every epoch, and the random crop and mix depend only on (seed, shard,
+position), so `get_state()`/`set_state()` of the iterator resume exactly.
 """
 from __future__ import annotations
 
@@ -39,8 +39,8 @@ def read_index(data_dir: str | pathlib.Path) -> dict[str, Any]:
   data_dir = pathlib.Path(data_dir)
   path = data_dir / INDEX_NAME
   if not path.is_file():
-    raise BassgenError(f"{path}: missing. Run `bassgen prepare --out {data_dir} ...` first, or give "
-                       "the folder that `bassgen prepare` wrote.")
+    raise BassgenError(f"{path}: missing. Run `bassgen prepare --out {data_dir} ...` first, or "
+                       "give the folder that `bassgen prepare` wrote.")
   try:
     index = json.loads(path.read_text(encoding="utf-8"))
   except (ValueError, UnicodeDecodeError):
@@ -269,5 +269,6 @@ def make_eval_dataset(data_dir: str | pathlib.Path, *, crop_samples: int, batch_
                        silence_threshold_db=silence_threshold_db, gain_db_range=gain_db_range,
                        max_crop_tries=max_crop_tries, with_metadata=with_metadata)
   total = num_batches * batch_size * shard_count
-  ds = grain.MapDataset.range(total)[shard_index::shard_count].map(_EvalExample(cropper, seed, total))
+  ds = grain.MapDataset.range(total)[shard_index::shard_count]
+  ds = ds.map(_EvalExample(cropper, seed, total))
   return _finish(ds, batch_size, 0, num_threads)

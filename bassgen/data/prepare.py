@@ -8,10 +8,10 @@ Output (one prepared folder = one split):
   OUT/index.json                    tracks, stems, durations, sample rate, segment counts, and the
                                     files that were skipped with their reasons
 
-Each track file is written under a temporary name and renamed, and index.json is rewritten atomically
-after every track, so an interrupted run leaves no half-written file; re-running skips the tracks
-already listed in index.json. A bad file (truncated, empty, unreadable, not audio, stems of
-different lengths or rates, no target stem) skips its track with a warning; the run goes on and
+Each track file is written under a temporary name and renamed, and index.json is rewritten
+atomically after every track, so an interrupted run leaves no half-written file; re-running skips
+the tracks already listed in index.json. A bad file (truncated, empty, unreadable, not audio, stems
+of different lengths or rates, no target stem) skips its track with a warning; the run goes on and
 ends with a summary of everything skipped.
 """
 from __future__ import annotations
@@ -114,6 +114,29 @@ def _load_sum(track: sources.Track, files: tuple[pathlib.Path, ...], frames: int
   return audio.resample(total, native_sr, sample_rate)
 
 
+def load_track(track: sources.Track,
+               sample_rate: int) -> tuple[int, list[np.ndarray]] | sources.Skipped:
+  """Checks and reads one track: (native rate, [target, *stems] mono at `sample_rate`), or why not.
+
+  Every file's header is checked first (readable, not truncated, not empty, one rate and one length
+  for all stems, judged on the files' native rates), so a bad track costs no decoding.
+  """
+  checked = _check_headers(track)
+  if isinstance(checked, sources.Skipped):
+    return checked
+  native_sr, frames = checked
+  stems_K = []
+  for files in (track.target,) + tuple(fs for _, fs in track.stems):
+    wav = _load_sum(track, files, frames, sample_rate)
+    if isinstance(wav, sources.Skipped):
+      return wav
+    stems_K.append(wav)
+  num_samples = min(w.shape[0] for w in stems_K)
+  if num_samples == 0:
+    return sources.Skipped(track.name, str(track.target[0]), "empty: no samples after resampling")
+  return native_sr, [w[:num_samples] for w in stems_K]
+
+
 def prepare_track(track: sources.Track, out_path: str, sample_rate: int, segment_samples: int,
                   target_name: str = "bass") -> TrackResult:
   """Reads one track, writes its segments to `out_path` atomically, returns its index entry.
@@ -121,21 +144,11 @@ def prepare_track(track: sources.Track, out_path: str, sample_rate: int, segment
   Record rows follow the entry's `stems` list: the target (named `target_name`) first.
   """
   try:
-    checked = _check_headers(track)
-    if isinstance(checked, sources.Skipped):
-      return TrackResult(track.name, skipped=[checked])
-    native_sr, frames = checked
-    stems_K = []
-    for files in (track.target,) + tuple(fs for _, fs in track.stems):
-      wav = _load_sum(track, files, frames, sample_rate)
-      if isinstance(wav, sources.Skipped):
-        return TrackResult(track.name, skipped=[wav])
-      stems_K.append(wav)
-    num_samples = min(w.shape[0] for w in stems_K)
-    stems_K = [w[:num_samples] for w in stems_K]
-    if num_samples == 0:
-      return TrackResult(track.name, skipped=[sources.Skipped(
-          track.name, str(track.target[0]), "empty: no samples left after resampling")])
+    loaded = load_track(track, sample_rate)
+    if isinstance(loaded, sources.Skipped):
+      return TrackResult(track.name, skipped=[loaded])
+    native_sr, stems_K = loaded
+    num_samples = stems_K[0].shape[0]
     segments = (np.stack([w[start:start + segment_samples] for w in stems_K])
                 for start in range(0, num_samples, segment_samples))
     num_segments = records.write_track(out_path, segments)
@@ -204,10 +217,12 @@ def prepare(layout: str, root: str | pathlib.Path, out: str | pathlib.Path, *,
     raise BassgenError(f"--segment-seconds {segment_seconds}: must be positive.")
   if layout == "musdb":
     if split not in (None, subset):
-      raise BassgenError(f"--split {split}: for MUSDB the split is the subset; use --subset {split}.")
+      raise BassgenError(f"--split {split}: for MUSDB the split is the subset; "
+                         f"use --subset {split}.")
     split = subset
   split = split or "train"
   segment_samples = max(1, int(round(segment_seconds * sample_rate)))
+  root = pathlib.Path(root).resolve()  # the index records absolute source paths
   scanned = sources.scan(layout, root, target=target, subset=subset, target_glob=target_glob,
                          exclude_glob=exclude_glob)
   out = audio.check_writable_dir(out)
@@ -235,7 +250,7 @@ def prepare(layout: str, root: str | pathlib.Path, out: str | pathlib.Path, *,
   for s in scanned.skipped:
     log(f"WARNING: skipping track {s.track!r}: {s.reason} ({s.path})")
   index = {"format": INDEX_FORMAT, "version": INDEX_VERSION, **settings,
-           "root": str(pathlib.Path(root).resolve())}
+           "root": str(root)}
 
   def save() -> None:
     tracks = [entries[n] for n in sorted(entries)]
@@ -305,7 +320,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--layout", required=True, choices=sources.LAYOUTS,
                       help="dataset layout of --root")
   parser.add_argument("--root", required=True, help="dataset folder")
-  parser.add_argument("--out", required=True, help="prepared folder (one split); resumed if it exists")
+  parser.add_argument("--out", required=True,
+                      help="prepared folder (one split); resumed if it exists")
   parser.add_argument("--sample-rate", type=int, default=DEFAULT_SAMPLE_RATE,
                       help=f"resample every stem to this rate (default {DEFAULT_SAMPLE_RATE})")
   parser.add_argument("--split", default=None,
@@ -321,7 +337,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "(default mix.*; '' for none)")
   parser.add_argument("--segment-seconds", type=float, default=DEFAULT_SEGMENT_SECONDS,
                       help=f"length of one stored record (default {DEFAULT_SEGMENT_SECONDS})")
-  parser.add_argument("--workers", type=int, default=2, help="parallel reader processes (default 2)")
+  parser.add_argument("--workers", type=int, default=2,
+                      help="parallel reader processes (default 2)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,11 +1,11 @@
 """(De)serialisation of prepared audio segments, one ArrayRecord file per track.
 
 A record holds one time segment of one track: row 0 is the target stem, rows 1..K the other stems,
-all at the prepared sample rate. Each row is stored as int16 with its own float32 scale (peak / 32767),
-so a quiet stem keeps its full 16-bit resolution. The layout is a fixed binary header and raw bytes;
-nothing is pickled:
+all at the prepared sample rate. Each row is stored as int16 with its own float32 scale
+(peak / 32767), so a quiet stem keeps its full 16-bit resolution. The layout is a fixed binary
+header and raw bytes; nothing is pickled:
 
-  magic b"BGS1" | uint32 num_rows | uint32 num_samples | float32 scale[num_rows] | int16 data[rows, samples]
+  magic b"BGS1" | uint32 num_rows K | uint32 num_samples S | float32 scale[K] | int16 data[K, S]
 
 All integers are little-endian.
 """

@@ -5,10 +5,11 @@ files, mismatched stems) are found by `bassgen.data.prepare`. Tracks the scan ca
 (no target stem, unreadable metadata) come back as `Skipped` entries so they are counted and listed.
 
 Layouts:
-  musdb     `ROOT/{train,test}/<track>/{bass,drums,vocals,other}.wav` (MUSDB18-HQ; `mixture.wav` ignored).
-  slakh     `ROOT/<track>/metadata.yaml` + `ROOT/<track>/stems/Sxx.flac` (Slakh2100); the target is the
-            sum of every stem whose `inst_class` is the target class (`Bass`); tracks without one are
-            skipped.
+  musdb     `ROOT/{train,test}/<track>/{bass,drums,vocals,other}.wav` (MUSDB18-HQ;
+            `mixture.wav` ignored).
+  slakh     `ROOT/<track>/metadata.yaml` + `ROOT/<track>/stems/Sxx.flac` (Slakh2100); the target
+            is the sum of every stem whose `inst_class` is the target class (`Bass`); tracks
+            without one are skipped.
   moisesdb  `ROOT/<track>/data.json` + `ROOT/<track>/<stem>/*.wav` (MoisesDB); the files of a stem
             folder are summed; the target is the stem folder named like the target (`bass`).
   folder    `ROOT/<track>/<stem>.<ext>`: every audio file is a stem, files matching `exclude_glob`

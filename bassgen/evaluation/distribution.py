@@ -2,7 +2,7 @@
 
 The embedding is pluggable. The default, "stats", is defined here and needs no download: for each
 2 s window (1 s hop) it concatenates the mean and standard deviation of a 32-band log-mel spectrum,
-the mean chroma, and the mean and standard deviation of the onset strength (79 numbers). A user may
+the mean chroma, and the mean and standard deviation of the onset strength (78 numbers). A user may
 instead give their own embedding model as "package.module:function" or "path/to/file.py:function";
 the function takes (waveform float32 [S], sample_rate) and returns one vector [D] or one per window
 [N, D]. If the function has a `sample_rate` attribute, audio is resampled to that rate first.
@@ -29,7 +29,7 @@ _N_MELS = 32
 
 
 def stats_embedding(wav, sample_rate: int) -> np.ndarray:
-  """[N, 79] feature statistics of each 2 s window (1 s hop) of `wav`; one window if shorter.
+  """[N, 78] feature statistics of each 2 s window (1 s hop) of `wav`; one window if shorter.
 
   Per window: mean and std over frames of 32 log-mel bands (dB, up to 8 kHz), the mean of the 12
   chroma bins, and mean and std of librosa's onset strength.

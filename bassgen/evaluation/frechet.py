@@ -29,15 +29,15 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     raise BassgenError(f"cannot compare Gaussians of different dimension: means {mu1.shape} vs "
                        f"{mu2.shape}, covariances {cov1.shape} vs {cov2.shape}. Use the same "
                        "embedding for both sets.")
+  if np.array_equal(mu1, mu2) and np.array_equal(cov1, cov2):
+    return 0.0   # exact; the square roots below carry ~sqrt(machine eps) rounding noise
   w1, v1 = np.linalg.eigh((cov1 + cov1.T) / 2)
   sqrt1 = (v1 * np.sqrt(np.clip(w1, 0, None))) @ v1.T
   middle = sqrt1 @ cov2 @ sqrt1
   w = np.linalg.eigvalsh((middle + middle.T) / 2)
   tr_sqrt = np.sum(np.sqrt(np.clip(w, 0, None)))
   diff = mu1 - mu2
-  d = float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * tr_sqrt)
-  scale = float(np.trace(cov1) + np.trace(cov2) + diff @ diff)
-  return 0.0 if d <= 1e-10 * scale else d   # below this it is rounding noise
+  return max(0.0, float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * tr_sqrt))
 
 
 def frechet_distance_features(feats_a_NxD, feats_b_MxD) -> float:

@@ -214,7 +214,9 @@ def f0_to_notes(track: PitchTrack, *, min_note_s: float = 0.06, max_gap_s: float
       notes.append([onset, offset, pitch])
   out = []
   for onset, offset, pitch in notes:
-    near = splits[np.abs(splits - onset) <= snap_s]
+    lowest = out[-1].onset + min_note_s if out else -np.inf
+    near = splits[(np.abs(splits - onset) <= snap_s) & (splits < offset - min_note_s)
+                  & (splits > lowest)]
     if near.size:
       dist = np.abs(near - onset)
       onset = float(near[dist <= dist.min() + 1e-3][-1])   # near-ties: the later one

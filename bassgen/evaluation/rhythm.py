@@ -1,7 +1,8 @@
 """Rhythm metrics: do the bass's note onsets fall on the mix's onsets (or beats), or on a known bass's?
 
 Onsets are detected with librosa (spectral flux of a mel spectrogram, ~6-8 ms hop, librosa's
-time-based peak picking). Matching is mir_eval's onset F-measure: each reference onset matches at most
+time-based peak picking); a peak where the level then drops by more than 6 dB (50 ms after vs 50 ms
+before) is the end of a note, not an onset, and is dropped. Matching is mir_eval's onset F-measure: each reference onset matches at most
 one estimated onset within +-`window` seconds (50 ms by default).
 """
 from __future__ import annotations
@@ -15,6 +16,8 @@ from bassgen.evaluation._signal import as_mono, check_sample_rate, default_n_fft
 
 ONSET_WINDOW_S = 0.05
 MIX_REFERENCES = ("onsets", "beats")
+_LEVEL_SPAN_S = 0.05
+_MAX_DROP_POWER = 10 ** (-6 / 10)
 
 
 def _hop(sr: int) -> int:
@@ -43,8 +46,24 @@ def onset_times(wav, sample_rate: int, *, fmax: float | None = None,
   kw = {} if fmax is None else {"fmax": min(float(fmax), sr / 2)}
   env = librosa.onset.onset_strength(y=wav_S, sr=sr, n_fft=n_fft, hop_length=hop, **kw)
   frames = librosa.onset.onset_detect(onset_envelope=env, sr=sr, hop_length=hop,
-                                      backtrack=backtrack, units="frames")
+                                      backtrack=False, units="frames")
+  frames = frames[_level_does_not_drop(wav_S, frames, hop, sr)]
+  if backtrack and frames.size:
+    frames = librosa.onset.onset_backtrack(frames, env)
   return np.sort(librosa.frames_to_time(frames, sr=sr, hop_length=hop)).astype(np.float64)
+
+
+def _level_does_not_drop(wav_S: np.ndarray, frames: np.ndarray, hop: int, sr: int) -> np.ndarray:
+  """False for "onsets" where the level falls by > 6 dB: the end of a note, not a new one."""
+  span = int(_LEVEL_SPAN_S * sr)
+  keep = np.ones(len(frames), dtype=bool)
+  for i, f in enumerate(frames):
+    t = int(f) * hop
+    before = wav_S[max(0, t - span):t]
+    after = wav_S[t:t + span]
+    if before.size and after.size:
+      keep[i] = np.mean(after ** 2) >= np.mean(before ** 2) * _MAX_DROP_POWER
+  return keep
 
 
 def beat_times(wav, sample_rate: int) -> np.ndarray:

@@ -8,13 +8,23 @@ import ml_collections
 from bassgen import spectral
 
 
+def _safe_mag(spec: jax.Array, eps: float = 1e-12) -> jax.Array:
+  """|X| with a finite gradient at X = 0 (a silent crop, or a freshly initialised decoder)."""
+  return jnp.sqrt(spec.real**2 + spec.imag**2 + eps)
+
+
+def _mel_power(wav_BxS: jax.Array, sample_rate: int, n_fft: int, n_mels: int) -> jax.Array:
+  mag2 = _safe_mag(spectral.stft(wav_BxS, n_fft, n_fft // 4)) ** 2
+  return mag2 @ jnp.asarray(spectral.mel_filterbank(sample_rate, n_fft, n_mels))
+
+
 def spectral_terms(wav_pred_BxS: jax.Array, wav_true_BxS: jax.Array, n_fft: int,
                    eps: float = 1e-5) -> tuple[jax.Array, jax.Array]:
   """(spectral convergence, mean |log-magnitude difference|) at one resolution, hop n_fft / 4."""
   hop = n_fft // 4
-  mag_p = jnp.abs(spectral.stft(wav_pred_BxS, n_fft, hop))
-  mag_t = jnp.abs(spectral.stft(wav_true_BxS, n_fft, hop))
-  sc = jnp.sqrt(jnp.sum((mag_t - mag_p) ** 2, axis=(1, 2)) /
+  mag_p = _safe_mag(spectral.stft(wav_pred_BxS, n_fft, hop))
+  mag_t = _safe_mag(spectral.stft(wav_true_BxS, n_fft, hop))
+  sc = jnp.sqrt((jnp.sum((mag_t - mag_p) ** 2, axis=(1, 2)) + eps) /
                 (jnp.sum(mag_t**2, axis=(1, 2)) + eps))
   logmag = jnp.mean(jnp.abs(jnp.log(mag_t + eps) - jnp.log(mag_p + eps)))
   return jnp.mean(sc), logmag
@@ -26,9 +36,8 @@ def log_mel_l1_db(wav_pred_BxS: jax.Array, wav_true_BxS: jax.Array, *, sample_ra
 
   This is the evaluation's log-mel distance, made differentiable (it is 0-gradient below the floor).
   """
-  hop = n_fft // 4
-  db_p = 10.0 * jnp.log10(spectral.mel_power(wav_pred_BxS, sample_rate, n_fft, hop, n_mels) + 1e-10)
-  db_t = 10.0 * jnp.log10(spectral.mel_power(wav_true_BxS, sample_rate, n_fft, hop, n_mels) + 1e-10)
+  db_p = 10.0 * jnp.log10(_mel_power(wav_pred_BxS, sample_rate, n_fft, n_mels) + 1e-10)
+  db_t = 10.0 * jnp.log10(_mel_power(wav_true_BxS, sample_rate, n_fft, n_mels) + 1e-10)
   floor = jnp.max(db_t, axis=(1, 2), keepdims=True) - floor_db
   return jnp.mean(jnp.abs(jnp.maximum(db_p, floor) - jnp.maximum(db_t, floor)))
 

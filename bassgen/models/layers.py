@@ -155,17 +155,17 @@ class DynamicPositionBias(nnx.Module):
   """
 
   def __init__(self, num_heads: int, hidden: int, depth: int, *, rngs: nnx.Rngs):
+    # No normalisation layer right after the 1-D input: it would keep only the sign of r.
     self.proj = dense(1, hidden, rngs=rngs)
     self.hidden = nnx.List([dense(hidden, hidden, rngs=rngs) for _ in range(depth)])
-    self.norms = nnx.List([nnx.LayerNorm(hidden, rngs=rngs) for _ in range(depth + 1)])
     self.out = dense(hidden, num_heads, rngs=rngs)
 
   def table(self, length: int) -> jax.Array:
     """[2T-1, N] bias for the distances -(T-1) … T-1 (row T-1 is distance 0)."""
-    h = self.proj(relative_distance_features(length)[:, None])
-    for norm, layer in zip(self.norms, self.hidden):
-      h = layer(jax.nn.silu(norm(h)))
-    return self.out(jax.nn.silu(self.norms[-1](h)))
+    h = jax.nn.silu(self.proj(relative_distance_features(length)[:, None]))
+    for layer in self.hidden:
+      h = jax.nn.silu(layer(h))
+    return self.out(h)
 
   def __call__(self, length: int) -> jax.Array:
     """[N, T, T] bias; entry [n, i, j] belongs to the distance i - j."""

@@ -1,0 +1,160 @@
+"""The DPB U-Net: parameter budget, any-length inference, relative-only attention, null condition."""
+import importlib.util
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from bassgen.errors import BassgenError
+from bassgen.models import layers, unet
+
+_spec = importlib.util.spec_from_file_location(
+    "ldm_config", pathlib.Path(__file__).parents[1] / "configs" / "ldm.py")
+ldm = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(ldm)
+
+
+def _build(model_cfg, seed=0):
+  # Parameters carry logical sharding names; without a mesh they are created unsharded.
+  with nnx.use_eager_sharding(False):
+    return unet.UNet1D(model_cfg, rngs=nnx.Rngs(seed))
+
+
+def _randomise(model, seed=1, scale=0.3):
+  """Replaces the zero-initialised layers (residual branches, output) so every path is active."""
+  params = nnx.state(model, nnx.Param)
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  new = [jnp.where(p == 0, scale * jax.random.normal(k, p.shape), p) if p.ndim > 1 else p
+         for p, k in zip(leaves, keys)]
+  nnx.update(model, jax.tree.unflatten(treedef, new))
+  return model
+
+
+def _tiny_cfg(position="dpb"):
+  cfg = ldm.get_config("runlocal").model
+  cfg.position = position
+  return cfg
+
+
+def _inputs(b, t, c, seed=0):
+  k1, k2 = jax.random.split(jax.random.key(seed))
+  return (jax.random.normal(k1, (b, t, c)), jnp.full((b,), 0.7), jax.random.normal(k2, (b, t, c)),
+          jnp.ones((b,)))
+
+
+def test_paper_model_is_in_the_published_size_class():
+  cfg = ldm.get_config("paper").model
+  with nnx.use_eager_sharding(False):
+    abstract = nnx.eval_shape(lambda: unet.UNet1D(cfg, rngs=nnx.Rngs(0)))
+  n = unet.count_params(abstract)
+  print(f"paper U-Net: {n / 1e6:.1f} M parameters")
+  assert 50e6 <= n <= 150e6
+  assert cfg.latent_channels == 64 and ldm.get_config("paper").train.crop_frames == 256
+  assert 1e6 <= unet.count_params(_build(ldm.get_config("demo").model)) <= 4e6
+
+
+def test_runs_at_1x_to_8x_the_training_length_with_finite_output():
+  cfg = _tiny_cfg()
+  model = _randomise(_build(cfg))
+  fwd = nnx.jit(lambda m, x, s, c, cm: m(x, s, c, cm))
+  train_len = 32
+  outs = []
+  for factor in (1, 2, 4, 8):
+    x, s, c, cm = _inputs(2, train_len * factor, cfg.latent_channels, seed=factor)
+    y = fwd(model, x, s, c, cm)
+    assert y.shape == x.shape
+    assert bool(jnp.all(jnp.isfinite(y)))
+    outs.append(float(jnp.std(y)))
+  # The output keeps its scale at unseen lengths (no blow-up or collapse).
+  assert max(outs) / min(outs) < 2.0 and min(outs) > 1e-3
+
+
+def test_dpb_bias_depends_only_on_distance_and_is_finite_beyond_training_lengths():
+  dpb = layers.DynamicPositionBias(num_heads=4, hidden=16, depth=2, rngs=nnx.Rngs(0))
+  t = 32
+  bias_short = dpb(t)
+  bias_long = dpb(8 * t)  # distances up to 255, never seen at length 32
+  assert bias_long.shape == (4, 8 * t, 8 * t)
+  assert bool(jnp.all(jnp.isfinite(bias_long)))
+  # Relative only: the bias of a pair depends on i - j, so the short table is a block of the long.
+  np.testing.assert_allclose(bias_long[:, :t, :t], bias_short, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(bias_long[:, 100:100 + t, 100:100 + t], bias_short, rtol=1e-5,
+                             atol=1e-6)
+  # ... and it is a real function of the distance (not constant), different per head.
+  assert float(jnp.std(bias_long[0, 0])) > 1e-3
+  assert float(jnp.abs(bias_long[0] - bias_long[1]).max()) > 1e-3
+
+
+def test_attention_is_shift_equivariant_no_absolute_position():
+  """Moving the content later in the sequence (with masked frames before it) changes nothing."""
+  attn = layers.SelfAttention(16, 2, groups=4, position="dpb", dpb_hidden=16, dpb_depth=1,
+                              rngs=nnx.Rngs(0))
+  _randomise(attn)
+  x = jax.random.normal(jax.random.key(0), (2, 24, 16))
+  junk = 5.0 * jax.random.normal(jax.random.key(1), (2, 40, 16))
+  mask = jnp.concatenate([jnp.zeros((2, 40)), jnp.ones((2, 24))], axis=1)
+  y_plain = attn(x, jnp.ones((2, 24)))
+  y_shifted = attn(jnp.concatenate([junk, x], axis=1), mask)[:, 40:]
+  np.testing.assert_allclose(y_shifted, y_plain, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("position", ["dpb", "none"])
+def test_no_absolute_position_parameter(position):
+  model = _build(_tiny_cfg(position))
+  paths = [".".join(map(str, path)) for path, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))]
+  assert all(p.split(".")[-1] in ("kernel", "bias", "scale") for p in paths)
+  has_dpb = any("dpb" in p for p in paths)
+  assert has_dpb == (position == "dpb")
+
+
+def test_sinusoidal_ablation_sees_absolute_position():
+  """With 'sinusoidal', the same content at another offset gives another output."""
+  outs = {}
+  for position in ("none", "sinusoidal"):
+    cfg = _tiny_cfg(position)
+    cfg.attn_levels = ()  # attention only in the middle block
+    model = _randomise(_build(cfg))
+    x, s, c, cm = _inputs(1, 128, cfg.latent_channels)
+    # A periodic input: one period (16 frames) later, the interior looks the same.
+    x, c = jnp.tile(x[:, :16], (1, 8, 1)), jnp.tile(c[:, :16], (1, 8, 1))
+    y = model(x, s, c, cm)
+    outs[position] = float(jnp.abs(y[:, 48:64] - y[:, 64:80]).max() / jnp.abs(y).max())
+  print(outs)
+  assert outs["sinusoidal"] > 10 * outs["none"]
+
+
+def test_null_condition_ignores_the_mix():
+  cfg = _tiny_cfg()
+  model = _randomise(_build(cfg))
+  x, s, c, _ = _inputs(2, 32, cfg.latent_channels)
+  other = jax.random.normal(jax.random.key(5), c.shape)
+  null = jnp.zeros((2,))
+  np.testing.assert_array_equal(model(x, s, c, null), model(x, s, other, null))
+  assert float(jnp.abs(model(x, s, c, jnp.ones(2)) - model(x, s, other, jnp.ones(2))).max()) > 1e-3
+
+
+def test_padding_with_frame_mask_leaves_early_frames_unchanged():
+  cfg = _tiny_cfg()
+  model = _randomise(_build(cfg))
+  x, s, c, cm = _inputs(1, 64, cfg.latent_channels)
+  pad = jax.random.normal(jax.random.key(9), (1, 64, cfg.latent_channels))
+  mask = jnp.concatenate([jnp.ones((1, 64)), jnp.zeros((1, 64))], axis=1)
+  y = model(x, s, c, cm)
+  y_pad = model(jnp.concatenate([x, pad], 1), s, jnp.concatenate([c, pad], 1), cm, mask)
+  # Norm statistics and attention ignore padding; only convolutions near the end see it.
+  np.testing.assert_allclose(y_pad[:, :40], y[:, :40], rtol=1e-4, atol=1e-4)
+
+
+def test_bad_length_and_bad_position_raise_clear_errors():
+  cfg = _tiny_cfg()
+  model = _build(cfg)
+  x, s, c, cm = _inputs(1, 33, cfg.latent_channels)
+  with pytest.raises(BassgenError, match="multiple of 2"):
+    model(x, s, c, cm)
+  cfg.position = "rope"
+  with pytest.raises(BassgenError, match="model.position"):
+    _build(cfg)

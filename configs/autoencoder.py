@@ -61,7 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   o.ema_decay = 0.999
 
   t = c.train = ml_collections.ConfigDict()
-  t.batch_size = 16             # global; examples are the mix and the bass of 8 crops
+  t.batch_size = 8              # global crops per step; each gives two examples (mix and bass)
   t.num_steps = 3000
   t.max_minutes = 0.0           # > 0: stop (and checkpoint) after this many minutes
   t.log_every = 25
@@ -87,7 +87,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     lo.mrstft_fft_sizes = (512, 1024, 2048, 4096)
     lo.mel_n_fft = 2048
     d.crop_samples = 2**16
-    t.batch_size = 32
+    t.batch_size = 16
     t.num_steps = 400_000
     t.eval_every = 5000
     t.ckpt_every = 5000

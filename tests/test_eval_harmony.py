@@ -20,7 +20,8 @@ def _bass_notes(offset):
 
 @pytest.fixture(scope="module")
 def mix():
-  chords = [(0.5 * i, 0.5 * i + 0.5, S.triad(r + 12, m)) for i, (r, m) in enumerate(zip(ROOTS, MINOR))]
+  chords = [(0.5 * i, 0.5 * i + 0.5, S.triad(r + 12, m))
+            for i, (r, m) in enumerate(zip(ROOTS, MINOR))]
   pad = S.chord_pad(chords, SR, duration=4.0)
   melody = [P.Note(0.25 * i, 0.25 * i + 0.2, p)
             for i, p in enumerate([76, 74, 72, 71, 72, 74, 76, 77, 79, 77, 76, 74, 72, 71, 72, 74])]
@@ -80,3 +81,15 @@ def test_mix_chroma_finds_the_chord():
 def test_ref_bass_and_ref_notes_are_exclusive(mix):
   with pytest.raises(BassgenError, match="not both"):
     H.harmony_metrics(mix, SR, ref_bass=mix, ref_notes=_bass_notes(0), tracker="pyin")
+
+
+def test_bass_metrics_suite_combines_the_families(mix):
+  from bassgen.evaluation.suite import bass_metrics
+  truth = _bass_notes(0)
+  bass = S.bass_line(truth, SR, duration=4.0)
+  m = bass_metrics(bass, SR, mix=mix, ref_notes=truth, style_ref=bass, tracker="pyin")
+  assert m["chord_tone_share"] > 0.9 and m["pitch_class_accuracy"] > 0.9
+  assert m["onset_f_ref"] > 0.9 and m["timbre_fd"] == 0.0
+  off = bass_metrics(S.bass_line(_bass_notes(6), SR, duration=4.0), SR, mix=mix, ref_notes=truth,
+                     tracker="pyin")
+  assert off["chord_tone_share"] < 0.1 and "timbre_fd" not in off

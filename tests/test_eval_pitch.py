@@ -119,3 +119,10 @@ def test_notes_are_always_valid_midi_events():
     for a, b in zip(notes, notes[1:]):
       assert a.offset <= b.onset
     assert all(n.offset - n.onset >= 0.06 - 1e-9 for n in notes)
+
+
+def test_swift_f0_missing_is_explained(monkeypatch):
+  monkeypatch.setattr(P, "swift_f0_available", lambda: False)
+  assert P.resolve_tracker("auto") == "pyin"
+  with pytest.raises(BassgenError, match=r"pip install \.\[eval\]"):
+    P.track_pitch(np.zeros(SR), SR, tracker="swift-f0")

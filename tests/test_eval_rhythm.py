@@ -1,4 +1,4 @@
-"""Rhythm metrics: a bass on the mix's onsets scores high; shifted by 100 ms it loses the F-measure."""
+"""Rhythm metrics: a bass on the mix's onsets scores high; 100 ms off it loses the F-measure."""
 import numpy as np
 import pytest
 

@@ -1,4 +1,4 @@
-"""Timbre metric: zero for the same sound, growing with a change of sound more than with other notes."""
+"""Timbre metric: zero for the same sound; a change of sound counts more than other notes."""
 import numpy as np
 import pytest
 

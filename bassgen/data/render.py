@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -79,6 +80,7 @@ def mix_stems(stems: dict[str, np.ndarray], rng: np.random.Generator):
   return out, mix, gains, scale
 
 
+@functools.lru_cache(maxsize=2)
 def _soundfont_id(data: bytes) -> str:
   return hashlib.sha1(data).hexdigest()
 

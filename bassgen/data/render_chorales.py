@@ -14,7 +14,7 @@ import numpy as np
 
 from bassgen.data import render_patterns as pat
 from bassgen.data.render_songs import BASS_HIGH, BASS_LOW, BASS_PROGRAMS, PRE_ROLL_S, TAIL_S, Song
-from bassgen.data.synth import Note, Part
+from bassgen.data.synth import Note, Part, clean_notes
 
 SPLITS = ("train", "test", "all")
 TEST_EVERY = 10  # every 10th chorale (by sorted corpus path) is held out
@@ -94,10 +94,13 @@ def compose_chorale(corpus_path: str, *, seed: int = 0) -> Song:
   velocity = float(rng.uniform(70, 100))
 
   def notes(raw, shift=0):
-    return [Note(p + shift, round(a, 4), round(b, 4),
-                 int(np.clip(round(velocity + rng.normal(0, 6)), 1, 127))) for p, a, b in raw]
+    return clean_notes([Note(p + shift, round(a, 4), round(b, 4),
+                             int(np.clip(round(velocity + rng.normal(0, 6)), 1, 127)))
+                        for p, a, b in raw])
 
-  bass_raw = _notes(bass_part, spq)
+  # The bass plays detached (a short gap before each note), as a continuo player would.
+  bass_raw = [(p, a, max(a + 0.05, min(b, b - min(0.06, 0.25 * (b - a)))))
+              for p, a, b in _notes(bass_part, spq)]
   bass_program = int(rng.choice(BASS_PROGRAMS))
   song_parts = [Part("bass", bass_program, notes(bass_raw, _bass_shift([p for p, _, _ in bass_raw])))]
   programs = {"bass": bass_program}

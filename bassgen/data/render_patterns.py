@@ -344,6 +344,8 @@ def accompaniment(rng: np.random.Generator, stem: str, program: int, groove: Gro
   events, prev = [], None
   for span in spans:
     pcs = _chord_pcs(span)
+    if stem == "strings" and len(pcs) == 4:  # three voices: root, third, seventh
+      pcs = [pcs[0], pcs[1], pcs[3]]
     voicing = _voicing(pcs, prev, low, high)
     prev = voicing
     end = span.start + span.beats

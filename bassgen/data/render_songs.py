@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 
 from bassgen.data import render_patterns as pat
-from bassgen.data.synth import Note, Part
+from bassgen.data.synth import Note, Part, clean_notes
 
 NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 BASS_PROGRAMS = tuple(range(32, 40))  # GM bass family
@@ -156,12 +156,12 @@ class _Clock:
   def notes(self, events: list[pat.Event], jitter_s: float) -> list[Note]:
     out = []
     for e in sorted(events, key=lambda e: (e.beat, e.pitch)):
-      shift = float(np.clip(self.rng.normal(0, jitter_s), -2.5 * jitter_s, 2.5 * jitter_s))
+      shift = min(2.5 * jitter_s, max(-2.5 * jitter_s, float(self.rng.normal(0, jitter_s))))
       start = max(0.0, self.warp(e.beat) + shift)
       end = max(start + 0.03, self.warp(e.beat + e.beats) + shift)
       out.append(Note(int(e.pitch), round(float(start), 4), round(float(end), 4),
-                      int(np.clip(round(e.velocity), 1, 127))))
-    return out
+                      min(127, max(1, int(round(e.velocity))))))
+    return clean_notes(out)
 
 
 def _chord_pitches(root_pc: int, quality: str) -> list[int]:
@@ -179,7 +179,7 @@ def compose_song(seed: int, index: int) -> Song:
 
   # Instrumentation: bass, drums (usually), and at least one harmonic part; at least two non-bass.
   has_drums = rng.random() < 0.85
-  accompaniment = [s for s in ACCOMPANIMENT if rng.random() < 0.5]
+  accompaniment = [s for s in ACCOMPANIMENT if rng.random() < 0.4]
   while not accompaniment or len(accompaniment) + has_drums < 2:
     extra = _pick(rng, [s for s in ACCOMPANIMENT if s not in accompaniment])
     accompaniment.append(extra)

@@ -71,32 +71,81 @@ def load_soundfont(path: str | os.PathLike | None = None) -> bytes:
   return _read_soundfont(str(resolved), resolved.stat().st_mtime_ns)
 
 
+def clean_notes(notes: list[Note]) -> list[Note]:
+  """Notes sorted by start; a note ends no later than the next note of the same pitch starts.
+
+  MIDI cannot hold two overlapping notes of one pitch on one channel (the first note-off would end
+  both), so overlaps are cut here, before the notes are written to song.json and to MIDI.
+  """
+  out, last = [], {}
+  for n in sorted(notes, key=lambda n: (n.start, n.pitch, -n.end)):
+    if n.pitch in last:
+      k = last[n.pitch]
+      if out[k].start >= n.start:  # same pitch, same start: keep the first (longest)
+        continue
+      if out[k].end > n.start:
+        out[k] = out[k]._replace(end=n.start)
+    last[n.pitch] = len(out)
+    out.append(n)
+  return out
+
+
+def _varlen(value: int) -> bytes:
+  out = [value & 0x7F]
+  value >>= 7
+  while value:
+    out.append(0x80 | (value & 0x7F))
+    value >>= 7
+  return bytes(reversed(out))
+
+
+def _track(events: list[tuple[int, int, bytes]]) -> bytes:
+  """An MTrk chunk from (tick, order, message) events; `order` breaks ties at one tick."""
+  data, now = bytearray(), 0
+  for tick, _, message in sorted(events, key=lambda e: (e[0], e[1])):
+    data += _varlen(tick - now) + message
+    now = tick
+  data += b"\x00\xff\x2f\x00"  # end of track
+  return b"MTrk" + struct.pack(">I", len(data)) + bytes(data)
+
+
 def midi_bytes(parts: list[Part], *, tempo: float, end_time: float,
                time_signature: tuple[int, int] = (4, 4), pans: list[int | None] | None = None,
                dry: bool = False) -> bytes:
-  """A Standard MIDI File holding `parts`, whose last event lies at `end_time` seconds.
+  """A Standard MIDI File (format 1, one track per part), whose last event lies at `end_time` s.
 
-  `pans` gives each part a pan position (0 hard left, 127 hard right, None: unchanged); `dry` sets
-  the reverb and chorus sends to zero.
+  Drums play on channel 10, other parts on channels 1-9, 11-16 in order. `pans` gives each part a
+  pan position (0 hard left, 127 hard right, None: unchanged); `dry` sets the reverb and chorus
+  sends to zero.
   """
-  import pretty_midi  # pylint: disable=g-import-not-at-top
+  ticks_per_s = MIDI_RESOLUTION * float(tempo) / 60.0
 
-  pm = pretty_midi.PrettyMIDI(resolution=MIDI_RESOLUTION, initial_tempo=float(tempo))
-  pm.time_signature_changes.append(pretty_midi.TimeSignature(*time_signature, 0.0))
+  def tick(t: float) -> int:
+    return max(0, int(round(t * ticks_per_s)))
+
+  num, den = time_signature
+  usec = int(round(60e6 / float(tempo)))
+  meta = [(0, 0, b"\xff\x51\x03" + usec.to_bytes(3, "big")),
+          (0, 1, bytes([0xFF, 0x58, 4, num, int(den).bit_length() - 1, 24, 8]))]
+  tracks = [_track(meta + [(tick(end_time), 9, b"\xff\x01\x00")])]
+  channels = iter([c for c in range(16) if c != 9] * 8)
   for part, pan in zip(parts, pans or [None] * len(parts)):
-    inst = pretty_midi.Instrument(program=int(part.program), is_drum=part.is_drum, name=part.name)
-    inst.notes = [pretty_midi.Note(int(n.velocity), int(n.pitch), float(n.start), float(n.end))
-                  for n in part.notes]
+    ch = 9 if part.is_drum else next(channels)
+    events = [(0, 0, bytes([0xC0 | ch, int(part.program) & 0x7F]))]
     controls = [(91, 0), (93, 0)] if dry else []
     if pan is not None:  # coarse and fine pan: 0/0 is exactly -50 %, 127/127 exactly +50 %
       controls += [(10, pan), (42, pan)]
-    inst.control_changes = [pretty_midi.ControlChange(c, v, 0.0) for c, v in controls]
+    events += [(0, 1, bytes([0xB0 | ch, c, v])) for c, v in controls]
+    for n in clean_notes(part.notes):
+      pitch, vel = min(127, max(0, int(n.pitch))), min(127, max(1, int(n.velocity)))
+      start = tick(n.start)
+      events.append((start, 3, bytes([0x90 | ch, pitch, vel])))
+      events.append((max(start + 1, tick(n.end)), 2, bytes([0x80 | ch, pitch, 0])))
     # Channel volume stays at its default (100): an event that only marks the end of the song.
-    inst.control_changes.append(pretty_midi.ControlChange(7, 100, float(end_time)))
-    pm.instruments.append(inst)
-  buffer = io.BytesIO()
-  pm.write(buffer)
-  return buffer.getvalue()
+    events.append((tick(end_time), 4, bytes([0xB0 | ch, 7, 100])))
+    tracks.append(_track(events))
+  header = b"MThd" + struct.pack(">IHHH", 6, 1, len(tracks), MIDI_RESOLUTION)
+  return header + b"".join(tracks)
 
 
 def _decode_wav(wav: bytes) -> np.ndarray:
@@ -119,26 +168,26 @@ def render_midi(midi: bytes, soundfont: bytes) -> np.ndarray:
 
 
 # Soundfont generators (SF2 2.04, section 8.1.2) that decide whether a part can share a render.
-_CHORUS, _REVERB, _PAN, _INSTRUMENT, _KEYS, _VELS, _SAMPLE = 15, 16, 17, 41, 43, 44, 53
+_CHORUS, _REVERB, _PAN, _RELEASE, _INSTRUMENT, _KEYS, _VELS, _SAMPLE = 15, 16, 17, 38, 41, 43, 44, 53
 MAX_POLYPHONY = 64  # rustysynth's default voice limit, shared by the parts of one render
 
 
 @dataclasses.dataclass(frozen=True)
 class ProgramInfo:
-  """What a preset's regions do: pan range (0.1 % units), effect sends, most layers per note."""
+  """What a preset's regions do: pan range (0.1 % units), whether any region sends to reverb or
+  chorus, the most regions sounding for one note, and the longest release in seconds."""
   pan_min: int
   pan_max: int
   sends: bool
   layers: int
+  release_s: float
 
-  @property
-  def left_ok(self) -> bool:
-    """Hard left, it sounds only in the left channel."""
-    return not self.sends and self.pan_max <= 0
+  def left_ok(self, sends_matter: bool) -> bool:
+    """Hard left with zero channel sends, it sounds only in the left channel."""
+    return self.pan_max <= 0 and not (sends_matter and self.sends)
 
-  @property
-  def right_ok(self) -> bool:
-    return not self.sends and self.pan_min >= 0
+  def right_ok(self, sends_matter: bool) -> bool:
+    return self.pan_min >= 0 and not (sends_matter and self.sends)
 
 
 def _riff_chunks(data: bytes, start: int, end: int) -> dict[bytes, tuple[int, int]]:
@@ -198,19 +247,23 @@ def soundfont_programs(soundfont: bytes) -> dict[tuple[int, int], ProgramInfo]:
   table = {}
   for (_, program, bank, bag), nxt in zip(phdr[:-1], phdr[1:]):
     p_global, p_zones = _zones(bag, nxt[3], pbag, pgen, _INSTRUMENT)
-    pans, sends, grid = [], False, np.zeros((128, 128), np.int32)
+    pans, releases, sends, grid = [], [], False, np.zeros((128, 128), np.int32)
     for pz in p_zones:
       i = int(pz[_INSTRUMENT]["amount"]) & 0xFFFF
       i_global, i_zones = _zones(inst[i], inst[i + 1], ibag, igen, _SAMPLE)
       for iz in i_zones:
         pans.append(_amount(_PAN, iz, i_global) + _amount(_PAN, pz, p_global))
+        release = iz.get(_RELEASE, i_global.get(_RELEASE))
+        releases.append((-12000 if release is None else int(release["amount"]))
+                        + _amount(_RELEASE, pz, p_global))
         sends |= any(_amount(op, iz, i_global) + _amount(op, pz, p_global) > 0
                      for op in (_CHORUS, _REVERB))
         (k0, k1), (k2, k3) = _range(_KEYS, iz, i_global), _range(_KEYS, pz, p_global)
         (v0, v1), (v2, v3) = _range(_VELS, iz, i_global), _range(_VELS, pz, p_global)
         grid[max(k0, k2):min(k1, k3) + 1, max(v0, v2):min(v1, v3) + 1] += 1
     if pans:
-      table[(bank, program)] = ProgramInfo(min(pans), max(pans), sends, int(grid.max()))
+      table[(bank, program)] = ProgramInfo(min(pans), max(pans), sends, int(grid.max()),
+                                           float(2.0 ** (max(releases) / 1200)))
   return table
 
 
@@ -222,23 +275,42 @@ def program_info(part: Part, soundfont: bytes) -> ProgramInfo | None:
   return table.get(key, table.get(fallback))
 
 
-def max_voices(part: Part, layers: int, release_s: float = 1.5) -> int:
-  """Most voices the part can hold at once: overlapping notes (plus a release) times layers."""
-  edges = sorted([(n.start, 1) for n in part.notes] + [(n.end + release_s, -1) for n in part.notes])
-  return layers * max(itertools.accumulate(d for _, d in edges), default=0)
+@functools.lru_cache(maxsize=2)
+def instrument_sends_matter(soundfont: bytes) -> bool:
+  """Whether the renderer adds a region's own reverb/chorus send to a channel sent nothing.
+
+  Checked once by rendering one note of such a program hard left: any sound on the right channel
+  means it does, and such programs cannot share a render.
+  """
+  table = soundfont_programs(soundfont)
+  probe = next(((b, p) for (b, p), i in sorted(table.items())
+                if b == 0 and i.sends and i.pan_min == i.pan_max == 0), None)
+  if probe is None:
+    return True
+  part = Part("probe", probe[1], [Note(60, 0.01, 0.3, 127)])
+  pcm = render_midi(midi_bytes([part], tempo=120, end_time=0.6, pans=[0], dry=True), soundfont)
+  return bool(np.any(pcm[:, 1]))
+
+
+def max_voices(part: Part, info: ProgramInfo) -> int:
+  """Most voices the part can hold at once: overlapping notes (with release) times layers."""
+  tail = info.release_s + 0.05
+  edges = sorted([(n.start, 1) for n in part.notes] + [(n.end + tail, -1) for n in part.notes])
+  return info.layers * max(itertools.accumulate(d for _, d in edges), default=0)
 
 
 def plan_renders(parts: list[Part], soundfont: bytes) -> list[tuple[Part, ...]]:
   """Groups parts into renders: pairs (left part, right part) that are exact, others alone."""
   infos = [program_info(p, soundfont) for p in parts]
-  voices = [max_voices(p, i.layers) if i else MAX_POLYPHONY for p, i in zip(parts, infos)]
+  voices = [max_voices(p, i) if i else MAX_POLYPHONY for p, i in zip(parts, infos)]
+  sends = instrument_sends_matter(soundfont)
 
   def orient(a: int, b: int) -> tuple[int, int] | None:
     if voices[a] + voices[b] > MAX_POLYPHONY or infos[a] is None or infos[b] is None:
       return None
-    if infos[a].left_ok and infos[b].right_ok:
+    if infos[a].left_ok(sends) and infos[b].right_ok(sends):
       return a, b
-    if infos[b].left_ok and infos[a].right_ok:
+    if infos[b].left_ok(sends) and infos[a].right_ok(sends):
       return b, a
     return None
 

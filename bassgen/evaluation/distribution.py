@@ -56,13 +56,14 @@ def stats_embedding(wav, sample_rate: int) -> np.ndarray:
   for s in starts:
     m = logmel_MxT[:, s:s + win]
     o = onset_T[s:s + win]
-    rows.append(np.concatenate([m.mean(axis=1), m.std(axis=1), chroma_CxT[:, s:s + win].mean(axis=1),
+    c = chroma_CxT[:, s:s + win]
+    rows.append(np.concatenate([m.mean(axis=1), m.std(axis=1), c.mean(axis=1),
                                 [o.mean(), o.std()]]))
   return np.stack(rows).astype(np.float64)
 
 
 def load_embedding(spec: str | Embedding | None = DEFAULT_EMBEDDING) -> Embedding:
-  """Returns an embedding function for "stats" (or None), a callable, "module:function" or "file.py:function"."""
+  """The embedding for "stats" (or None), a callable, "module:function" or "file.py:function"."""
   if spec is None or spec == DEFAULT_EMBEDDING:
     return stats_embedding
   if callable(spec):
@@ -88,8 +89,8 @@ def load_embedding(spec: str | Embedding | None = DEFAULT_EMBEDDING) -> Embeddin
     try:
       module = importlib.import_module(target)
     except ImportError as e:
-      raise BassgenError(f"embedding {spec!r}: cannot import module {target!r} ({e}). Install it or "
-                         "give 'path/to/file.py:function'.") from None
+      raise BassgenError(f"embedding {spec!r}: cannot import module {target!r} ({e}). Install it "
+                         "or give 'path/to/file.py:function'.") from None
   fn = getattr(module, attr, None)
   if not callable(fn):
     raise BassgenError(f"embedding {spec!r}: {target} has no function {attr!r}. Check the name "
@@ -125,7 +126,8 @@ def embed(items: Iterable, sample_rate: int, embedding: str | Embedding | None =
       raise BassgenError(
           f"embedding {label!r} on {where}: returned shape {out.shape}"
           f"{'' if np.all(np.isfinite(out)) else ' with NaN/Inf'}; expected finite [D] or [N, D] "
-          f"with the same D for every item{f' (D={dim})' if dim else ''}. Fix the embedding function.")
+          f"with the same D for every item{f' (D={dim})' if dim else ''}. Fix the embedding "
+          "function.")
     dim = out.shape[1]
     rows.append(out)
   if not rows:

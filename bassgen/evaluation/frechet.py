@@ -42,4 +42,5 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
 
 def frechet_distance_features(feats_a_NxD, feats_b_MxD) -> float:
   """Fréchet distance between Gaussians fitted to two sets of feature vectors."""
-  return frechet_distance(*gaussian_stats(feats_a_NxD, "set a"), *gaussian_stats(feats_b_MxD, "set b"))
+  return frechet_distance(*gaussian_stats(feats_a_NxD, "set a"),
+                          *gaussian_stats(feats_b_MxD, "set b"))

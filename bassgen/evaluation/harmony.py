@@ -81,7 +81,7 @@ def pitch_class_accuracy(est_track: PitchTrack, ref_track: PitchTrack) -> dict[s
   """mir_eval raw chroma and raw pitch accuracy of `est_track` against `ref_track`.
 
   Returns:
-    {"pitch_class_accuracy": ..., "pitch_accuracy": ...}; nan when the reference has no voiced frame.
+    {"pitch_class_accuracy": ..., "pitch_accuracy": ...}; nan when the reference is never voiced.
   """
   import mir_eval  # pylint: disable=g-import-not-at-top
 

@@ -1,8 +1,9 @@
 """Bass f0 tracking and note transcription for evaluation and for writing MIDI of generated bass.
 
 Two trackers, picked by `tracker=`:
-- "pyin": librosa's probabilistic YIN, always available. Audio is analysed at 16 kHz with 2048-sample
-  frames (128 ms: two periods of 30 Hz fit) and a 256-sample hop (16 ms), pitch grid 0.2 semitone.
+- "pyin": librosa's probabilistic YIN, always available. Audio is analysed at 16 kHz with
+  2048-sample frames (128 ms: two periods of 30 Hz fit), a 256-sample hop (16 ms) and a pitch grid
+  of 0.2 semitone.
 - "swift-f0": the swift-f0 ONNX model (the `eval` extra: `pip install .[eval]`), faster and more
   robust on real recordings. Its range starts at 46.9 Hz, above the bass's low E (41.2 Hz), so the
   audio is analysed an octave up (played at twice the speed: 8 kHz read as 16 kHz) and the f0
@@ -14,6 +15,7 @@ The bass range is fmin = 30 Hz (just below B0 of a five-string bass) to fmax = 4
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import importlib.util
 import io
 import os
@@ -88,8 +90,11 @@ def midi_to_hz(midi) -> np.ndarray:
 
 def swift_f0_available() -> bool:
   """Whether the swift-f0 tracker (the `eval` extra) can be imported."""
-  return (importlib.util.find_spec("swift_f0") is not None
-          and importlib.util.find_spec("onnxruntime") is not None)
+  try:
+    return (importlib.util.find_spec("swift_f0") is not None
+            and importlib.util.find_spec("onnxruntime") is not None)
+  except (ImportError, ValueError):   # a broken or blocked install counts as absent
+    return False
 
 
 def resolve_tracker(tracker: str = "auto") -> str:
@@ -150,7 +155,8 @@ def _track_swift(wav_S: np.ndarray, sr: int, fmin: float, fmax: float) -> PitchT
 
   if 2 * fmax < _SWIFT_MIN_HZ * 1.05 or 2 * fmin > _SWIFT_MAX_HZ:
     raise BassgenError(f"fmin={fmin}, fmax={fmax}: swift-f0 covers {_SWIFT_MIN_HZ / 2:.1f} to "
-                       f"{_SWIFT_MAX_HZ / 2:.0f} Hz here; pick a range inside it or tracker='pyin'.")
+                       f"{_SWIFT_MAX_HZ / 2:.0f} Hz here; pick a range inside it or "
+                       "tracker='pyin'.")
   if _swift_detector is None:
     _swift_detector = swift_f0.SwiftF0(threads=min(4, os.cpu_count() or 1), spin=False)
   # Resample to 8 kHz and present it as 16 kHz: every frequency doubles and time runs twice as
@@ -158,16 +164,17 @@ def _track_swift(wav_S: np.ndarray, sr: int, fmin: float, fmax: float) -> PitchT
   # 0, 8, 16 and 24 ms are interleaved to give an 8 ms hop.
   x_S = resample(wav_S.astype(np.float32), sr, _SWIFT_SR // 2)
   step = 256 // _SWIFT_SHIFTS
+  n_frames = 1 + len(x_S) // step
+  x_S = np.pad(x_S, (0, 2 * 256))   # so that every shifted run reaches the end
   runs = []
   for j in range(_SWIFT_SHIFTS):
-    part = x_S[j * step:] if len(x_S) > j * step else np.zeros(1, np.float32)
+    part = x_S[j * step:]
     r = _swift_detector.detect(part, _SWIFT_SR, fmin=max(2 * fmin, _SWIFT_MIN_HZ),
                                fmax=min(2 * fmax, _SWIFT_MAX_HZ))
     runs.append((r.pitch_hz / 2.0, np.clip(r.confidence, 0.0, 1.0)))
   n = min(len(p) for p, _ in runs)
   f0 = np.stack([p[:n] for p, _ in runs], axis=1).reshape(-1)       # frame 4i + j
   conf = np.stack([c[:n] for _, c in runs], axis=1).reshape(-1)
-  n_frames = 1 + len(x_S) // step
   times = np.arange(len(f0)) * step / (_SWIFT_SR // 2)
   return _make_track(times, f0, conf >= 0.5, conf, n_frames)
 
@@ -258,29 +265,48 @@ def _runs(values_T: np.ndarray) -> list[tuple[int, int, int]]:
 
 
 def _absorb_short(segs, min_frames: int):
-  """Merges runs shorter than `min_frames` into a touching neighbour, or drops them."""
-  segs = [list(s) for s in segs]
-  while True:
-    short = [i for i, s in enumerate(segs) if s[1] - s[0] < min_frames]
-    if not short:
+  """Merges runs shorter than `min_frames` into a touching neighbour (the longer), or drops them.
+
+  Shortest first, with a heap over a linked list: O(n log n) for the thousands of runs of a song.
+  """
+  start = [s[0] for s in segs]
+  end = [s[1] for s in segs]
+  pitch = [s[2] for s in segs]
+  n = len(segs)
+  alive = [True] * n
+  prev = list(range(-1, n - 1))
+  nxt = list(range(1, n + 1))
+  heap = [(end[i] - start[i], i) for i in range(n)]
+  heapq.heapify(heap)
+
+  def unlink(i):
+    alive[i] = False
+    if prev[i] >= 0:
+      nxt[prev[i]] = nxt[i]
+    if nxt[i] < n:
+      prev[nxt[i]] = prev[i]
+
+  def touching(a, b):   # a before b
+    return 0 <= a < n and 0 <= b < n and alive[a] and alive[b] and end[a] == start[b]
+
+  while heap:
+    length, i = heapq.heappop(heap)
+    if not alive[i] or length != end[i] - start[i]:
+      continue
+    if length >= min_frames:
       break
-    i = min(short, key=lambda k: segs[k][1] - segs[k][0])
-    prev = i - 1 if i > 0 and segs[i - 1][1] == segs[i][0] else None
-    nxt = i + 1 if i + 1 < len(segs) and segs[i + 1][0] == segs[i][1] else None
-    cands = [k for k in (prev, nxt) if k is not None]
-    if cands:
-      k = max(cands, key=lambda c: segs[c][1] - segs[c][0])
-      segs[k][0] = min(segs[k][0], segs[i][0])
-      segs[k][1] = max(segs[k][1], segs[i][1])
-    del segs[i]
-    merged = []
-    for s in segs:   # neighbours that now touch with equal pitch become one run
-      if merged and merged[-1][1] == s[0] and merged[-1][2] == s[2]:
-        merged[-1][1] = s[1]
-      else:
-        merged.append(s)
-    segs = merged
-  return [tuple(s) for s in segs]
+    cands = [k for k in (prev[i], nxt[i]) if touching(min(k, i), max(k, i))]
+    unlink(i)
+    if not cands:
+      continue
+    k = max(cands, key=lambda c: end[c] - start[c])
+    start[k], end[k] = min(start[k], start[i]), max(end[k], end[i])
+    for other in (prev[k], nxt[k]):   # neighbours that now touch with equal pitch become one run
+      if touching(min(other, k), max(other, k)) and pitch[other] == pitch[k]:
+        start[k], end[k] = min(start[k], start[other]), max(end[k], end[other])
+        unlink(other)
+    heapq.heappush(heap, (end[k] - start[k], k))
+  return [(start[i], end[i], pitch[i]) for i in range(n) if alive[i]]
 
 
 def transcribe_bass(wav, sample_rate: int, *, tracker: str = "auto",

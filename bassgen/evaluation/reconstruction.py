@@ -5,7 +5,7 @@ return a Python float. They run on the host in float64 with numpy/librosa; they 
 not for training losses.
 
 - `log_mel_l1_db`: mean absolute difference of 80-band log-mel power spectrograms, in dB.
-- `multi_resolution_stft_distance`: spectral convergence + log-magnitude L1, averaged over FFT sizes.
+- `multi_resolution_stft_distance`: spectral convergence + log-magnitude L1, mean over FFT sizes.
 - `si_sdr`: scale-invariant signal-to-distortion ratio, in dB (higher is better).
 """
 from __future__ import annotations

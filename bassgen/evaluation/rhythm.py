@@ -1,9 +1,9 @@
-"""Rhythm metrics: do the bass's note onsets fall on the mix's onsets (or beats), or on a known bass's?
+"""Rhythm metrics: do the bass's onsets fall on the mix's onsets (or beats), or on a known bass's?
 
 Onsets are detected with librosa (spectral flux of a mel spectrogram, ~6-8 ms hop, librosa's
 time-based peak picking); a peak where the level then drops by more than 6 dB (50 ms after vs 50 ms
-before) is the end of a note, not an onset, and is dropped. Matching is mir_eval's onset F-measure: each reference onset matches at most
-one estimated onset within +-`window` seconds (50 ms by default).
+before) is the end of a note, not an onset, and is dropped. Matching is mir_eval's onset F-measure:
+each reference onset matches at most one estimated onset within +-`window` seconds (50 ms default).
 """
 from __future__ import annotations
 
@@ -105,7 +105,8 @@ def bass_onsets(bass, sample_rate: int) -> np.ndarray:
 
 
 def rhythm_metrics(bass, sample_rate: int, *, mix=None, ref_bass=None, ref_notes=None,
-                   window: float = ONSET_WINDOW_S, mix_reference: str = "onsets") -> dict[str, float]:
+                   window: float = ONSET_WINDOW_S,
+                   mix_reference: str = "onsets") -> dict[str, float]:
   """Onset agreement of a (generated) bass with its mix and, where known, with the true bass.
 
   Args:
@@ -114,7 +115,7 @@ def rhythm_metrics(bass, sample_rate: int, *, mix=None, ref_bass=None, ref_notes
     mix: the mix the bass was generated for; scores bass onsets against the mix's onsets
       (`mix_reference="onsets"`) or beats (`"beats"`).
     ref_bass: waveform of a known bass for the same mix; its detected onsets are the reference.
-    ref_notes: known bass notes instead (Notes or song.json dicts); their onset times are the reference.
+    ref_notes: known bass notes instead (Notes or song.json dicts); their onsets are the reference.
 
   Returns:
     "onset_f_mix", "onset_precision_mix", "onset_recall_mix" when `mix` is given;

@@ -38,7 +38,7 @@ def pluck(pitch: float, duration: float, sample_rate: int, *, harmonics: int = 6
 
 def bass_line(notes: Iterable[Note], sample_rate: int, duration: float | None = None,
               **pluck_kw) -> np.ndarray:
-  """Renders notes (Notes or song.json dicts) with `pluck`; `duration` defaults to the last offset."""
+  """Renders notes (Notes or song.json dicts) with `pluck`; `duration` defaults to the last end."""
   notes = as_notes(notes)
   total = duration if duration is not None else max((n.offset for n in notes), default=0.0)
   wav = np.zeros(int(round(total * sample_rate)))
@@ -50,8 +50,9 @@ def bass_line(notes: Iterable[Note], sample_rate: int, duration: float | None = 
 
 
 def chord_pad(chords: Sequence[tuple[float, float, Sequence[int]]], sample_rate: int,
-              duration: float | None = None, *, saw: bool = True, amplitude: float = 0.15) -> np.ndarray:
-  """Sums (start, end, midi pitches) chords as band-limited saw (or sine) tones with a soft attack."""
+              duration: float | None = None, *, saw: bool = True,
+              amplitude: float = 0.15) -> np.ndarray:
+  """Sums (start, end, midi pitches) chords as band-limited saw (or sine) tones, slowly decaying."""
   total = duration if duration is not None else max((c[1] for c in chords), default=0.0)
   wav = np.zeros(int(round(total * sample_rate)))
   for start_s, end_s, pitches in chords:

@@ -64,5 +64,5 @@ def timbre_distance(est, ref, sample_rate: int, *, n_mfcc: int = N_MFCC,
 
 
 def timbre_metrics(bass, reference, sample_rate: int) -> dict[str, float]:
-  """{"timbre_fd": timbre_distance(bass, reference)} — e.g. generated bass vs the style reference."""
+  """{"timbre_fd": timbre_distance(bass, reference)}, e.g. generated bass vs the style reference."""
   return {"timbre_fd": timbre_distance(bass, reference, sample_rate)}

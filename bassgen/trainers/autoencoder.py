@@ -158,9 +158,9 @@ def latent_statistics(cfg: ml_collections.ConfigDict, s: Setup, params: Any,
 
 def _data(cfg: ml_collections.ConfigDict, seed: int):
   from bassgen.data import pipeline  # pylint: disable=g-import-not-at-top
-  per_process = cfg.train.batch_size // 2 // jax.process_count()
-  if per_process < 1 or cfg.train.batch_size % (2 * jax.process_count()):
-    raise ValueError("train.batch_size must be a multiple of 2 x the number of processes")
+  per_process = cfg.train.batch_size // jax.process_count()
+  if per_process < 1 or cfg.train.batch_size % jax.process_count():
+    raise ValueError("train.batch_size must be a multiple of the number of processes")
   return pipeline.make_train_dataset(
       cfg.data.train_dir, crop_samples=cfg.data.crop_samples, batch_size=per_process, seed=seed,
       silence_threshold_db=cfg.data.silence_threshold_db,
@@ -170,7 +170,7 @@ def _data(cfg: ml_collections.ConfigDict, seed: int):
 def _val_batches(cfg: ml_collections.ConfigDict) -> list[dict[str, np.ndarray]]:
   from bassgen.data import pipeline  # pylint: disable=g-import-not-at-top
   val_dir = cfg.data.val_dir or cfg.data.train_dir
-  per_process = max(1, cfg.train.batch_size // 2 // jax.process_count())
+  per_process = max(1, cfg.train.batch_size // jax.process_count())
   ds = pipeline.make_eval_dataset(val_dir, crop_samples=cfg.data.crop_samples,
                                   batch_size=per_process, num_examples=cfg.data.num_val_examples,
                                   seed=cfg.seed)

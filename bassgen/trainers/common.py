@@ -76,7 +76,7 @@ class MetricWriter:
 
   def audio(self, step: int, name: str, wav: np.ndarray, sample_rate: int) -> None:
     if self.enabled:
-      self.tb.add_audio(name, np.clip(wav, -1, 1)[None], step, sample_rate=sample_rate)
+      self.tb.add_audio(name, np.clip(wav, -1, 1)[:, None], step, sample_rate=sample_rate)
 
   def spectrogram(self, step: int, name: str, wavs: dict[str, np.ndarray], sample_rate: int) -> None:
     """Side-by-side log spectrograms (e.g. original vs reconstruction) as one image."""

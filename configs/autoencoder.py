@@ -62,8 +62,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   t = c.train = ml_collections.ConfigDict()
   t.batch_size = 8              # global crops per step; each gives two examples (mix and bass)
-  t.num_steps = 3000
-  t.max_minutes = 0.0           # > 0: stop (and checkpoint) after this many minutes
+  t.num_steps = 6000
+  t.max_minutes = 80.0          # > 0: stop (checkpoint, export) after this many minutes
   t.log_every = 25
   t.eval_every = 500
   t.ckpt_every = 500
@@ -89,6 +89,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.crop_samples = 2**16
     t.batch_size = 16
     t.num_steps = 400_000
+    t.max_minutes = 0.0
     t.eval_every = 5000
     t.ckpt_every = 5000
     t.audio_every = 10000
@@ -109,6 +110,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.num_val_examples = 8
     t.batch_size = 8
     t.num_steps = 6
+    t.max_minutes = 0.0
     t.log_every = 2
     t.eval_every = 4
     t.ckpt_every = 2

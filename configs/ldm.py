@@ -19,6 +19,7 @@ def _model(variant: str) -> ml_collections.ConfigDict:
   m.position = "dpb"  # 'dpb' (paper) | 'sinusoidal' (absolute positions at the input) | 'none'
   m.kernel_size = 3
   m.dpb_depth = 2  # hidden layers of the DPB MLP
+  m.dtype = "bfloat16" if variant == "paper" else "float32"  # compute dtype; parameters are f32
   if variant == "paper":
     m.latent_channels = 64
     m.channels = (256, 512, 640, 768)  # one entry per resolution; time halves between levels

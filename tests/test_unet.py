@@ -152,6 +152,32 @@ def test_norm_statistics_ignore_padded_frames():
   np.testing.assert_allclose(padded[:, :8], layers.masked_norm(norm, x, None), atol=1e-5)
 
 
+def test_dropout_is_driven_by_the_given_key_and_off_in_eval_mode():
+  cfg = _tiny_cfg()
+  cfg.dropout = 0.5
+  model = _randomise(_build(cfg))
+  x, s, c, cm = _inputs(2, 32, cfg.latent_channels)
+  fwd = nnx.jit(lambda m, k: m(x, s, c, cm, dropout_key=k))
+  k1, k2 = jax.random.key(1), jax.random.key(2)
+  np.testing.assert_array_equal(fwd(model, k1), fwd(model, k1))
+  assert float(jnp.abs(fwd(model, k1) - fwd(model, k2)).max()) > 1e-3
+  model.eval()
+  np.testing.assert_array_equal(fwd(model, k1), fwd(model, k2))
+
+
+def test_bfloat16_compute_matches_float32():
+  cfg = _tiny_cfg()
+  model = _randomise(_build(cfg), scale=0.1)
+  cfg16 = _tiny_cfg()
+  cfg16.dtype = "bfloat16"
+  model16 = _build(cfg16)
+  nnx.update(model16, nnx.state(model, nnx.Param))
+  x, s, c, cm = _inputs(2, 32, cfg.latent_channels)
+  y, y16 = _forward(model, x, s, c, cm), _forward(model16, x, s, c, cm)
+  assert y16.dtype == jnp.float32
+  assert float(jnp.abs(y16 - y).mean() / jnp.abs(y).mean()) < 0.05
+
+
 def test_bad_length_and_bad_position_raise_clear_errors():
   cfg = _tiny_cfg()
   model = _build(cfg)

@@ -6,7 +6,8 @@
 Each track is a folder `OUT/<name>/` holding one mono 16-bit WAV per stem (`bass.wav`, `drums.wav`,
 `keys.wav`, ...), `mix.wav` (the sum of the stems), `song.mid` (all parts) and `song.json` (tempo,
 key, chords, bass notes with times in seconds, programs, gains). It is the "folder" layout of
-`bassgen prepare`. A folder is built under a hidden temporary name and renamed when complete, with
+`bassgen prepare`. Stems are dry (no reverb or chorus sends; see `synth`), levelled to a random
+loudness per stem, and the whole song is scaled so the mix never clips. A folder is built under a hidden temporary name and renamed when complete, with
 `song.json` written last; re-running into the same folder skips finished tracks.
 """
 from __future__ import annotations
@@ -56,7 +57,7 @@ def _active_rms(wav_S: np.ndarray, frame: int = 1024) -> float:
 
 def _quantize(wav: np.ndarray) -> np.ndarray:
   """Rounds to the 16-bit grid so the written mix is exactly the sum of the written stems."""
-  return (np.round(np.clip(wav, -1.0, 1.0) * 32767.0) / 32767.0).astype(np.float32)
+  return (np.clip(np.round(wav * 32768.0), -32768, 32767) / 32768.0).astype(np.float32)
 
 
 def mix_stems(stems: dict[str, np.ndarray], rng: np.random.Generator):
@@ -74,7 +75,8 @@ def mix_stems(stems: dict[str, np.ndarray], rng: np.random.Generator):
   levelled = {k: v * gains[k] for k, v in stems.items()}
   mix = np.sum(list(levelled.values()), axis=0)
   peak = max([float(np.abs(mix).max())] + [float(np.abs(v).max()) for v in levelled.values()])
-  scale = min(1.0, MIX_PEAK / peak) if peak > 0 else 1.0
+  # Leave room for the rounding of each stem so the written mix stays within MIX_PEAK.
+  scale = min(1.0, (MIX_PEAK - len(stems) / 32768) / peak) if peak > 0 else 1.0
   out = {k: _quantize(v * scale) for k, v in levelled.items()}
   mix = _quantize(np.sum(list(out.values()), axis=0))
   return out, mix, gains, scale
@@ -87,23 +89,34 @@ def _soundfont_id(data: bytes) -> str:
 
 def song_json(song, *, sample_rate: int, num_samples: int, gains: dict, scale: float,
               soundfont_name: str, soundfont_sha1: str) -> dict:
-  """The metadata written as song.json."""
+  """The metadata written as song.json (times in seconds, pitches as MIDI note numbers)."""
   import bassgen  # pylint: disable=g-import-not-at-top
 
-  meta = dict(song.meta)
-  return dict(
-      name=song.name, **{k: meta.pop(k) for k in ("source", "seed") if k in meta},
-      tempo=song.tempo, key=song.key, time_signature=f"{song.time_signature[0]}/{song.time_signature[1]}",
-      duration=num_samples / sample_rate, sample_rate=sample_rate, num_samples=num_samples,
-      stems=[p.name for p in song.parts], programs=meta.pop("programs"),
-      gains={k: round(v, 6) for k, v in gains.items()}, scale=round(scale, 6),
-      bass_patterns=sorted({s["pattern"] for s in song.bass_sections} - {"ending"}),
-      bass_sections=song.bass_sections, chords=song.chords,
-      bass_notes=[dict(start=n.start, end=n.end, pitch=n.pitch, velocity=n.velocity)
-                  for n in song.bass.notes],
-      **meta, soundfont=soundfont_name, soundfont_sha1=soundfont_sha1,
-      bassgen_version=bassgen.__version__,
-  )
+  extra = {k: v for k, v in song.meta.items() if k not in ("source", "seed", "programs")}
+  return {
+      "name": song.name,
+      "source": song.meta["source"],
+      "seed": song.meta["seed"],
+      "tempo": song.tempo,
+      "key": song.key,
+      "time_signature": f"{song.time_signature[0]}/{song.time_signature[1]}",
+      "duration": num_samples / sample_rate,
+      "sample_rate": sample_rate,
+      "num_samples": num_samples,
+      "stems": [p.name for p in song.parts],
+      "programs": song.meta["programs"],
+      "gains": {k: round(v, 6) for k, v in gains.items()},  # per stem, before `scale`
+      "scale": round(scale, 6),  # applied to every stem so the mix peak stays <= MIX_PEAK
+      "bass_patterns": sorted({s["pattern"] for s in song.bass_sections} - {"ending"}),
+      "bass_sections": song.bass_sections,
+      "chords": song.chords,
+      "bass_notes": [{"start": n.start, "end": n.end, "pitch": n.pitch, "velocity": n.velocity}
+                     for n in song.bass.notes],
+      **extra,
+      "soundfont": soundfont_name,
+      "soundfont_sha1": soundfont_sha1,
+      "bassgen_version": bassgen.__version__,
+  }
 
 
 def _clear_partials(out_dir: pathlib.Path, name: str) -> None:
@@ -168,11 +181,11 @@ def _job(job: tuple) -> Result:
   out_dir = pathlib.Path(out_dir)
   t0 = time.process_time()
   if kind == "song":
-    from bassgen.data.render_songs import compose_song  # pylint: disable=g-import-not-at-top
-    name = f"song_{seed:06d}_{key:05d}"
+    from bassgen.data import render_songs as rs  # pylint: disable=g-import-not-at-top
+    name = rs.song_name(seed, key)
     if (out_dir / name / "song.json").is_file():
       return Result(name, str(out_dir / name), "skipped")
-    song = compose_song(seed, key)
+    song = rs.compose_song(seed, key)
   else:
     from bassgen.data import render_chorales as rc  # pylint: disable=g-import-not-at-top
     name = rc.chorale_name(key)
@@ -225,15 +238,14 @@ def _run_jobs(jobs: list[tuple], workers: int, progress: bool, desc: str) -> lis
 
 
 def render_songs_results(out_dir, num_songs: int, *, seed: int, sample_rate: int = DEFAULT_SAMPLE_RATE,
-                         soundfont=None, workers: int | None = None, progress: bool = False,
-                         start: int = 0) -> list[Result]:
+                         soundfont=None, workers: int | None = None,
+                         progress: bool = False) -> list[Result]:
   """Like `render_songs`, returning one Result per song (status, audio and CPU seconds)."""
-  if int(num_songs) < 0 or int(seed) < 0 or int(start) < 0:
+  if int(num_songs) < 0 or int(seed) < 0:
     raise BassgenError(f"--num-songs {num_songs} / --seed {seed}: give non-negative integers.")
   out_dir, workers = _check(out_dir, sample_rate, soundfont, workers)
   sf = str(soundfont) if soundfont else None
-  jobs = [("song", i, int(seed), str(out_dir), int(sample_rate), sf)
-          for i in range(int(start), int(start) + int(num_songs))]
+  jobs = [("song", i, int(seed), str(out_dir), int(sample_rate), sf) for i in range(int(num_songs))]
   return _run_jobs(jobs, workers, progress, f"songs -> {out_dir}")
 
 

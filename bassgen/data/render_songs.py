@@ -164,6 +164,11 @@ class _Clock:
     return clean_notes(out)
 
 
+def song_name(seed: int, index: int) -> str:
+  """The folder name of song `index` of a run with `seed`."""
+  return f"song_{int(seed):06d}_{int(index):05d}"
+
+
 def _chord_pitches(root_pc: int, quality: str) -> list[int]:
   return [60 + root_pc + i for i in pat.CHORD_INTERVALS[quality]]
 
@@ -213,7 +218,7 @@ def compose_song(seed: int, index: int) -> Song:
   sections = [dict(start=round(clock.warp(a), 4), end=round(clock.warp(b), 4), pattern=p)
               for a, b, p in sketch.sections]
   return Song(
-      name=f"song_{seed:06d}_{index:05d}",
+      name=song_name(seed, index),
       tempo=tempo,
       key=f"{NOTE_NAMES[tonic_pc]} {mode}",
       time_signature=(sketch.beats_per_bar, 4),

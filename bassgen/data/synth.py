@@ -299,18 +299,26 @@ def max_voices(part: Part, info: ProgramInfo) -> int:
   return info.layers * max(itertools.accumulate(d for _, d in edges), default=0)
 
 
-def plan_renders(parts: list[Part], soundfont: bytes) -> list[tuple[Part, ...]]:
-  """Groups parts into renders: pairs (left part, right part) that are exact, others alone."""
+def plan_renders(parts: list[Part], soundfont: bytes) -> list[tuple[tuple[Part, int | None], ...]]:
+  """Groups parts into renders of (part, pan) with pan 0 (hard left), 127 (hard right) or None.
+
+  Two parts share a render when one can sound on the left only and the other on the right only
+  and their voices fit the synthesizer's polyphony together. A part left alone is still
+  hard-panned when its program allows it (its effects then act on one side, as in a shared
+  render); others (stereo programs such as the drum kit) are rendered alone, centred.
+  """
   infos = [program_info(p, soundfont) for p in parts]
   voices = [max_voices(p, i) if i else MAX_POLYPHONY for p, i in zip(parts, infos)]
   sends = instrument_sends_matter(soundfont)
+  left = [i is not None and i.left_ok(sends) for i in infos]
+  right = [i is not None and i.right_ok(sends) for i in infos]
 
   def orient(a: int, b: int) -> tuple[int, int] | None:
-    if voices[a] + voices[b] > MAX_POLYPHONY or infos[a] is None or infos[b] is None:
+    if voices[a] + voices[b] > MAX_POLYPHONY:
       return None
-    if infos[a].left_ok(sends) and infos[b].right_ok(sends):
+    if left[a] and right[b]:
       return a, b
-    if infos[b].left_ok(sends) and infos[a].right_ok(sends):
+    if left[b] and right[a]:
       return b, a
     return None
 
@@ -327,7 +335,9 @@ def plan_renders(parts: list[Part], soundfont: bytes) -> list[tuple[Part, ...]]:
           plan = cand
     return plan
 
-  return [tuple(parts[i] for i in group) for group in best(tuple(range(len(parts))))]
+  return [((parts[g[0]], 0), (parts[g[1]], 127)) if len(g) == 2 else
+          ((parts[g[0]], 0 if left[g[0]] else 127 if right[g[0]] else None),)
+          for g in best(tuple(range(len(parts))))]
 
 
 def render_parts(parts: list[Part], *, tempo: float, end_time: float, sample_rate: int,
@@ -335,25 +345,28 @@ def render_parts(parts: list[Part], *, tempo: float, end_time: float, sample_rat
                  share: bool = True) -> dict[str, np.ndarray]:
   """Each part as a dry mono stem: float32 [round(end_time * sample_rate)] at `sample_rate`.
 
-  With `share`, parts that can be are rendered two at a time (see the module docstring); the
-  result is the same as rendering each alone.
+  With `share`, parts that can be are rendered two at a time (see the module docstring and
+  `plan_renders`); without, each part is rendered alone with the same pan: the stems are equal.
   """
   from bassgen.data.audio import resample  # pylint: disable=g-import-not-at-top
 
-  groups = plan_renders(parts, soundfont) if share else [(p,) for p in parts]
   num_samples = int(round(end_time * sample_rate))
   stems = {}
+  groups = plan_renders(parts, soundfont)
+  if not share:
+    groups = [(member,) for group in groups for member in group]
   for group in groups:
-    pans = [0, 127] if len(group) == 2 else [None]
-    midi = midi_bytes(list(group), tempo=tempo, end_time=end_time, time_signature=time_signature,
-                      pans=pans, dry=True)
+    midi = midi_bytes([p for p, _ in group], tempo=tempo, end_time=end_time,
+                      time_signature=time_signature, pans=[pan for _, pan in group], dry=True)
     pcm_Sx2 = render_midi(midi, soundfont)
-    if len(group) == 2:  # a hard-panned voice has the level of a centred one times sqrt(2)
+    # A hard-panned voice is sqrt(2) louder on its side than a centred one is on each side.
+    if len(group) == 2:
       wav_CxS = pcm_Sx2.T.astype(np.float32) * np.float32(np.sqrt(0.5) / 32768)
     else:
-      wav_CxS = (pcm_Sx2[:, 0].astype(np.float32) + pcm_Sx2[:, 1]) * np.float32(0.5 / 32768)
+      gain = np.sqrt(0.5) if group[0][1] is not None else 0.5
+      wav_CxS = (pcm_Sx2[:, 0].astype(np.float32) + pcm_Sx2[:, 1]) * np.float32(gain / 32768)
     wav_CxS = resample(wav_CxS, RENDER_RATE, sample_rate).reshape(len(group), -1)
-    for part, wav_S in zip(group, wav_CxS):
+    for (part, _), wav_S in zip(group, wav_CxS):
       out_S = np.zeros(num_samples, np.float32)
       n = min(num_samples, wav_S.shape[0])
       out_S[:n] = wav_S[:n]

@@ -30,24 +30,31 @@ def _bias_init():
   return nnx.with_partitioning(nnx.initializers.zeros_init(), (AXIS_OUT,))
 
 
-def dense(c_in: int, c_out: int, *, rngs: nnx.Rngs, scale: float = 1.0) -> nnx.Linear:
-  """Linear layer with a Xavier-uniform kernel scaled by `scale` (0 gives a zero kernel)."""
-  return nnx.Linear(c_in, c_out, kernel_init=_kernel_init(scale), bias_init=_bias_init(), rngs=rngs)
+def dense(c_in: int, c_out: int, *, rngs: nnx.Rngs, scale: float = 1.0,
+          dtype: jnp.dtype = jnp.float32) -> nnx.Linear:
+  """Linear layer with a Xavier-uniform kernel scaled by `scale` (0 gives a zero kernel).
+
+  Parameters are float32; `dtype` is the compute dtype (bfloat16 for mixed precision).
+  """
+  return nnx.Linear(c_in, c_out, kernel_init=_kernel_init(scale), bias_init=_bias_init(),
+                    dtype=dtype, rngs=rngs)
 
 
 def conv(c_in: int, c_out: int, kernel_size: int, *, rngs: nnx.Rngs, stride: int = 1,
-         scale: float = 1.0) -> nnx.Conv:
+         scale: float = 1.0, dtype: jnp.dtype = jnp.float32) -> nnx.Conv:
   """1-D 'SAME' convolution over time (the kernel is [K, C_in, C_out])."""
   return nnx.Conv(c_in, c_out, kernel_size=(kernel_size,), strides=(stride,), padding="SAME",
                   kernel_init=_kernel_init(scale, (None, AXIS_IN, AXIS_OUT)),
-                  bias_init=_bias_init(), rngs=rngs)
+                  bias_init=_bias_init(), dtype=dtype, rngs=rngs)
 
 
-def group_norm(channels: int, groups: int, *, rngs: nnx.Rngs) -> nnx.GroupNorm:
+def group_norm(channels: int, groups: int, *, rngs: nnx.Rngs,
+               dtype: jnp.dtype = jnp.float32) -> nnx.GroupNorm:
+  """Group norm (statistics in float32 whatever the compute dtype)."""
   if channels % groups:
     raise ValueError(f"{channels} channels cannot be split into {groups} norm groups: "
                      "set model.norm_groups to a divisor of every entry of model.channels")
-  return nnx.GroupNorm(channels, num_groups=groups, epsilon=1e-5, rngs=rngs,
+  return nnx.GroupNorm(channels, num_groups=groups, epsilon=1e-5, dtype=dtype, rngs=rngs,
                        scale_init=nnx.with_partitioning(nnx.initializers.ones_init(), (AXIS_OUT,)),
                        bias_init=_bias_init())
 
@@ -101,22 +108,24 @@ class ResBlock(nnx.Module):
   """
 
   def __init__(self, c_in: int, c_out: int, emb_dim: int, *, groups: int, kernel_size: int,
-               dropout: float, rngs: nnx.Rngs):
-    self.norm1 = group_norm(c_in, groups, rngs=rngs)
-    self.conv1 = conv(c_in, c_out, kernel_size, rngs=rngs)
-    self.film = dense(emb_dim, 2 * c_out, rngs=rngs)
-    self.norm2 = group_norm(c_out, groups, rngs=rngs)
+               dropout: float, rngs: nnx.Rngs, dtype: jnp.dtype = jnp.float32):
+    self.norm1 = group_norm(c_in, groups, rngs=rngs, dtype=dtype)
+    self.conv1 = conv(c_in, c_out, kernel_size, rngs=rngs, dtype=dtype)
+    self.film = dense(emb_dim, 2 * c_out, rngs=rngs, dtype=dtype)
+    self.norm2 = group_norm(c_out, groups, rngs=rngs, dtype=dtype)
     self.dropout = nnx.Dropout(dropout, rngs=rngs)
-    self.conv2 = conv(c_out, c_out, kernel_size, rngs=rngs, scale=0.0)
-    self.skip = conv(c_in, c_out, 1, rngs=rngs) if c_in != c_out else None
+    self.conv2 = conv(c_out, c_out, kernel_size, rngs=rngs, scale=0.0, dtype=dtype)
+    self.skip = conv(c_in, c_out, 1, rngs=rngs, dtype=dtype) if c_in != c_out else None
 
   def __call__(self, h_BxTxC: jax.Array, emb_BxE: jax.Array,
-               frame_mask_BxT: jax.Array | None = None) -> jax.Array:
+               frame_mask_BxT: jax.Array | None = None,
+               dropout_key: jax.Array | None = None) -> jax.Array:
+    """`dropout_key` feeds the dropout in training (else the module's own rng stream)."""
     x = self.conv1(jax.nn.silu(masked_norm(self.norm1, h_BxTxC, frame_mask_BxT)))
     scale_BxC, shift_BxC = jnp.split(self.film(jax.nn.silu(emb_BxE)), 2, axis=-1)
     x = masked_norm(self.norm2, x, frame_mask_BxT)
     x = x * (1.0 + scale_BxC[:, None]) + shift_BxC[:, None]
-    x = self.conv2(self.dropout(jax.nn.silu(x)))
+    x = self.conv2(self.dropout(jax.nn.silu(x), rngs=dropout_key))
     skip = h_BxTxC if self.skip is None else self.skip(h_BxTxC)
     return (skip + x) * (1.0 / math.sqrt(2.0))
 
@@ -124,8 +133,8 @@ class ResBlock(nnx.Module):
 class Downsample(nnx.Module):
   """Halves the frame rate with a stride-2 convolution."""
 
-  def __init__(self, c_in: int, c_out: int, *, rngs: nnx.Rngs):
-    self.conv = conv(c_in, c_out, 3, stride=2, rngs=rngs)
+  def __init__(self, c_in: int, c_out: int, *, rngs: nnx.Rngs, dtype: jnp.dtype = jnp.float32):
+    self.conv = conv(c_in, c_out, 3, stride=2, rngs=rngs, dtype=dtype)
 
   def __call__(self, h_BxTxC: jax.Array) -> jax.Array:
     return self.conv(h_BxTxC)
@@ -134,8 +143,8 @@ class Downsample(nnx.Module):
 class Upsample(nnx.Module):
   """Doubles the frame rate: nearest-neighbour repeat, then a convolution (no checkerboard)."""
 
-  def __init__(self, c_in: int, c_out: int, *, rngs: nnx.Rngs):
-    self.conv = conv(c_in, c_out, 3, rngs=rngs)
+  def __init__(self, c_in: int, c_out: int, *, rngs: nnx.Rngs, dtype: jnp.dtype = jnp.float32):
+    self.conv = conv(c_in, c_out, 3, rngs=rngs, dtype=dtype)
 
   def __call__(self, h_BxTxC: jax.Array) -> jax.Array:
     return self.conv(jnp.repeat(h_BxTxC, 2, axis=1))
@@ -183,14 +192,15 @@ class SelfAttention(nnx.Module):
   """
 
   def __init__(self, channels: int, num_heads: int, *, groups: int, position: str,
-               dpb_hidden: int, dpb_depth: int, rngs: nnx.Rngs):
+               dpb_hidden: int, dpb_depth: int, rngs: nnx.Rngs, dtype: jnp.dtype = jnp.float32):
     if channels % num_heads:
       raise ValueError(f"{channels} channels cannot be split into {num_heads} heads: set "
                        "model.num_heads to a divisor of the channels of every attention level")
     self.num_heads = num_heads
-    self.norm = group_norm(channels, groups, rngs=rngs)
-    self.qkv = dense(channels, 3 * channels, rngs=rngs)
-    self.out = dense(channels, channels, rngs=rngs, scale=0.0)
+    self.norm = group_norm(channels, groups, rngs=rngs, dtype=dtype)
+    self.qkv = dense(channels, 3 * channels, rngs=rngs, dtype=dtype)
+    self.out = dense(channels, channels, rngs=rngs, scale=0.0, dtype=dtype)
+    # The DPB MLP is tiny and stays in float32; its bias is cast to the logits' dtype.
     self.dpb = (DynamicPositionBias(num_heads, dpb_hidden, dpb_depth, rngs=rngs)
                 if position == "dpb" else None)
 

@@ -12,6 +12,8 @@ Bias) runs at the levels listed in `model.attn_levels` and in the middle block. 
 """
 from __future__ import annotations
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -56,18 +58,24 @@ class UNet1D(nnx.Module):
     self.position = cfg.position
     self.multiple = length_multiple(cfg)
     groups, emb_dim = cfg.norm_groups, cfg.emb_dim
+    try:
+      dtype = jnp.dtype(cfg.dtype)
+    except TypeError:
+      raise BassgenError(f"model.dtype is {cfg.dtype!r}; use 'float32' or 'bfloat16' "
+                         "(configs/ldm.py)") from None
 
     def res(c_in, c_out):
       return layers.ResBlock(c_in, c_out, emb_dim, groups=groups, kernel_size=cfg.kernel_size,
-                             dropout=cfg.dropout, rngs=rngs)
+                             dropout=cfg.dropout, rngs=rngs, dtype=dtype)
 
     def attn(c):
       return layers.SelfAttention(c, cfg.num_heads, groups=groups, position=cfg.position,
-                                  dpb_hidden=cfg.dpb_hidden, dpb_depth=cfg.dpb_depth, rngs=rngs)
+                                  dpb_hidden=cfg.dpb_hidden, dpb_depth=cfg.dpb_depth, rngs=rngs,
+                                  dtype=dtype)
 
     self.noise_emb = layers.NoiseEmbedding(emb_dim, rngs=rngs)
     self.conv_in = layers.conv(2 * cfg.latent_channels + 1, channels[0], cfg.kernel_size,
-                               rngs=rngs)
+                               rngs=rngs, dtype=dtype)
     # Down path: per level `num_blocks` (ResBlock [+ attention]); every block output is a skip.
     self.down = nnx.List()
     self.downsample = nnx.List()
@@ -82,7 +90,7 @@ class UNet1D(nnx.Module):
         skip_channels.append(c)
       self.down.append(blocks)
       if level < levels - 1:
-        self.downsample.append(layers.Downsample(c, c, rngs=rngs))
+        self.downsample.append(layers.Downsample(c, c, rngs=rngs, dtype=dtype))
         skip_channels.append(c)
     self.mid_res1 = res(c, c)
     self.mid_attn = attn(c)
@@ -100,12 +108,16 @@ class UNet1D(nnx.Module):
         c = channels[level]
       self.up.append(blocks)
       if level > 0:
-        self.upsample.append(layers.Upsample(c, c, rngs=rngs))
-    self.norm_out = layers.group_norm(c, groups, rngs=rngs)
-    self.conv_out = layers.conv(c, cfg.latent_channels, cfg.kernel_size, rngs=rngs, scale=0.0)
+        self.upsample.append(layers.Upsample(c, c, rngs=rngs, dtype=dtype))
+    self.norm_out = layers.group_norm(c, groups, rngs=rngs, dtype=dtype)
+    self.conv_out = layers.conv(c, cfg.latent_channels, cfg.kernel_size, rngs=rngs, scale=0.0,
+                                dtype=dtype)
 
   def __call__(self, x_BxTxC: jax.Array, sigma_B: jax.Array, cond_BxTxC: jax.Array,
-               cond_mask_B: jax.Array, frame_mask_BxT: jax.Array | None = None) -> jax.Array:
+               cond_mask_B: jax.Array, frame_mask_BxT: jax.Array | None = None,
+               dropout_key: jax.Array | None = None) -> jax.Array:
+    """Returns F_BxTxC in float32. `dropout_key` drives dropout in training mode (each block
+    folds in its own index); without it the module's own rng stream is used."""
     b, t, c = x_BxTxC.shape
     if c != self.latent_channels or cond_BxTxC.shape != x_BxTxC.shape:
       raise BassgenError(
@@ -124,11 +136,17 @@ class UNet1D(nnx.Module):
       h = h + layers.absolute_positions(t, h.shape[-1])[None]
     emb = self.noise_emb(sigma_B.astype(jnp.float32).reshape(b))
 
+    block_keys = itertools.count()
+
+    def res(block, h, fmask):
+      key = None if dropout_key is None else jax.random.fold_in(dropout_key, next(block_keys))
+      return block(h, emb, fmask, key)
+
     fmask = frame_mask_BxT
     skips = [h]
     for level, blocks in enumerate(self.down):
       for block in blocks:
-        h = block[0](h, emb, fmask)
+        h = res(block[0], h, fmask)
         if len(block) > 1:
           h = block[1](h, fmask)
         skips.append(h)
@@ -136,22 +154,22 @@ class UNet1D(nnx.Module):
         h = self.downsample[level](h)
         fmask = _downsample_mask(fmask)
         skips.append(h)
-    h = self.mid_res1(h, emb, fmask)
+    h = res(self.mid_res1, h, fmask)
     h = self.mid_attn(h, fmask)
-    h = self.mid_res2(h, emb, fmask)
+    h = res(self.mid_res2, h, fmask)
     masks = [frame_mask_BxT]
     for _ in range(len(self.upsample)):
       masks.append(_downsample_mask(masks[-1]))
     for i, blocks in enumerate(self.up):
       fmask = masks[len(self.up) - 1 - i]
       for block in blocks:
-        h = block[0](jnp.concatenate([h, skips.pop()], axis=-1), emb, fmask)
+        h = res(block[0], jnp.concatenate([h, skips.pop()], axis=-1), fmask)
         if len(block) > 1:
           h = block[1](h, fmask)
       if i < len(self.upsample):
         h = self.upsample[i](h)
     h = jax.nn.silu(layers.masked_norm(self.norm_out, h, frame_mask_BxT))
-    return self.conv_out(h)
+    return self.conv_out(h).astype(jnp.float32)
 
 
 def count_params(model: nnx.Module) -> int:

@@ -199,7 +199,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Pa
 
   train_step = make_train_step(cfg, s)
   eval_step = make_eval_step(cfg, s)
-  val = _val_batches(cfg)
+  val: list[dict[str, np.ndarray]] = []  # read at the first evaluation
   writer = common.MetricWriter(workdir)
   step = int(state["step"])
   num_steps = cfg.train.num_steps
@@ -210,6 +210,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Pa
   last_log = [step, t_start]
 
   def evaluate(st, at_step):
+    if not val:
+      val.extend(_val_batches(cfg))
     sums: dict[str, float] = {}
     recon = None
     for b in val:

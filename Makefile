@@ -41,8 +41,8 @@ data: $(STAMP)
 	$(BIN)/bassgen render --source chorales --split train --sample-rate 16000 --out data/renders/train
 	$(BIN)/bassgen render --num-songs 30 --seed 1 --sample-rate 16000 --out data/renders/test
 	$(BIN)/bassgen render --source chorales --split test --sample-rate 16000 --out data/renders/test
-	$(BIN)/bassgen prepare --layout folder --root data/renders/train --out data/prepared/train --split train
-	$(BIN)/bassgen prepare --layout folder --root data/renders/test --out data/prepared/test --split test
+	$(BIN)/bassgen prepare --layout folder --root data/renders/train --out data/prepared/train --split train --sample-rate 16000
+	$(BIN)/bassgen prepare --layout folder --root data/renders/test --out data/prepared/test --split test --sample-rate 16000
 
 # Retrains the bundled demo model from scratch on `make data` (see experiments/demo/README.md).
 demo-train: $(STAMP)

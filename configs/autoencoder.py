@@ -62,8 +62,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   t = c.train = ml_collections.ConfigDict()
   t.batch_size = 8              # global crops per step; each gives two examples (mix and bass)
-  t.num_steps = 6000
-  t.max_minutes = 80.0          # > 0: stop (checkpoint, export) after this many minutes
+  t.num_steps = 10000
+  t.max_minutes = 85.0          # > 0: stop (checkpoint, export) after this many minutes
   t.log_every = 25
   t.eval_every = 500
   t.ckpt_every = 500

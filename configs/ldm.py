@@ -3,8 +3,10 @@
 Conditional latent diffusion model (DESIGN.md §2): a 1-D U-Net with Dynamic Positional Bias over
 normalised autoencoder latents, EDM training, jitted samplers with adapted guidance and style
 grounding. Variants (`configs/ldm.py:VARIANT`):
-  paper     ~100 M-parameter U-Net, 64-channel latents, 256-frame (~24 s) crops; for GPU/TPU.
-  demo      ~3 M parameters, 32-channel latents, 128-frame crops; trains on a 2-core CPU in ~45 min.
+  paper     115 M-parameter U-Net (bfloat16 compute), 64-channel latents, 256-frame (~24 s)
+            crops; for GPU/TPU.
+  demo      3.7 M parameters, 32-channel latents, 128-frame crops; trains on a 2-core CPU
+            in ~45 min.
   runlocal  tiny; runs in seconds, used by the tests.
 """
 from __future__ import annotations
@@ -96,6 +98,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                      f"choose one of {VARIANTS}")
   config = ml_collections.ConfigDict()
   config.variant = variant
+  config.kind = "ldm"
+  config.seed = 0
   config.model = _model(variant)
   config.diffusion = _diffusion()
   config.sample = _sample(variant)
@@ -105,9 +109,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train = ml_collections.ConfigDict()
   config.train.crop_frames = {"paper": 256, "demo": 128, "runlocal": 32}[variant]
   config.train.batch_size = {"paper": 64, "demo": 16, "runlocal": 8}[variant]
-  config.train.num_steps = {"paper": 400_000, "demo": 6_000, "runlocal": 4}[variant]
+  config.train.num_steps = {"paper": 400_000, "demo": 20_000, "runlocal": 4}[variant]
   config.optim = ml_collections.ConfigDict()
   config.optim.lr = {"paper": 1e-4, "demo": 3e-4, "runlocal": 1e-3}[variant]
   config.optim.warmup_steps = {"paper": 5_000, "demo": 300, "runlocal": 1}[variant]
   config.optim.ema_decay = 0.999
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.shape = (-1, 1)  # (data, model)
+  # Logical parameter axes (bassgen/models/layers.py) -> mesh axes.
+  config.mesh.rules = (("conv_in", None), ("conv_out", "model"))
   return config

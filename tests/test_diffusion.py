@@ -1,5 +1,4 @@
 """EDM maths: preconditioning, noise levels, loss weighting, conditioning dropout, trainability."""
-import importlib.util
 import pathlib
 
 import jax
@@ -9,13 +8,15 @@ import numpy as np
 import optax
 from flax import nnx
 
+from bassgen.config_loading import load_config
 from bassgen.diffusion import edm
 from bassgen.models import unet
 
-_spec = importlib.util.spec_from_file_location(
-    "ldm_config", pathlib.Path(__file__).parents[1] / "configs" / "ldm.py")
-ldm = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ldm)
+LDM_CONFIG = pathlib.Path(__file__).parents[1] / "configs" / "ldm.py"
+
+
+def _config(variant):
+  return load_config(f"{LDM_CONFIG}:{variant}")
 
 
 def _dcfg(**overrides):
@@ -62,7 +63,7 @@ def test_precondition_scales_input_and_output_as_edm():
 
 
 def test_weighted_loss_of_the_optimal_denoiser_is_one_at_every_sigma():
-  """For data ~ N(0, σ_data²) the optimal D is c_skip·x (F = 0): its weighted loss is 1 for all σ."""
+  """Data ~ N(0, σ_data²): the optimal D is c_skip·x (F = 0) and its weighted loss is 1 at any σ."""
   sigma_data = 0.5
   target = sigma_data * jax.random.normal(jax.random.key(0), (512, 32, 8))
   cond = jnp.zeros_like(target)
@@ -116,9 +117,8 @@ def test_val_loss_passes_the_requested_condition():
 
 def test_unet_learns_to_use_the_mix():
   """A few steps on 'the bass is a function of the mix' make the conditional loss beat the null."""
-  config = ldm.get_config("runlocal")
-  with nnx.use_eager_sharding(False):
-    model = unet.UNet1D(config.model, rngs=nnx.Rngs(0))
+  config = _config("runlocal")
+  model = unet.UNet1D(config.model, rngs=nnx.Rngs(0))
   opt = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
   dcfg = config.diffusion
   cond = jax.random.normal(jax.random.key(0), (16, 32, config.model.latent_channels))

@@ -1,6 +1,5 @@
 """Samplers on a Gaussian problem with a closed-form denoiser; guidance; grounding; inpainting;
 length buckets; one compilation per shape."""
-import importlib.util
 import pathlib
 
 import chex
@@ -11,13 +10,15 @@ import pytest
 from flax import nnx
 
 from bassgen import samplers
+from bassgen.config_loading import load_config
 from bassgen.errors import BassgenError
 from bassgen.models import unet
 
-_spec = importlib.util.spec_from_file_location(
-    "ldm_config", pathlib.Path(__file__).parents[1] / "configs" / "ldm.py")
-ldm = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ldm)
+LDM_CONFIG = pathlib.Path(__file__).parents[1] / "configs" / "ldm.py"
+
+
+def _config(variant):
+  return load_config(f"{LDM_CONFIG}:{variant}")
 
 # Data: z ~ N(mu, S²) per element, where mu is the mix latent (cond) when the condition is
 # present and MU_NULL under the null condition. The optimal denoiser is known in closed form.
@@ -189,10 +190,9 @@ def test_unknown_sampler_is_a_clear_error():
 
 
 def test_jitted_sampler_compiles_once_per_bucket(monkeypatch):
-  config = ldm.get_config("runlocal")
-  with nnx.use_eager_sharding(False):
-    graphdef, state = nnx.split(unet.UNet1D(config.model, rngs=nnx.Rngs(0)))
-    _, state2 = nnx.split(unet.UNet1D(config.model, rngs=nnx.Rngs(1)))
+  config = _config("runlocal")
+  graphdef, state = nnx.split(unet.UNet1D(config.model, rngs=nnx.Rngs(0)))
+  _, state2 = nnx.split(unet.UNet1D(config.model, rngs=nnx.Rngs(1)))
   chex.clear_trace_counter()
   monkeypatch.setattr(samplers, "sample", chex.assert_max_traces(samplers.sample, n=1))
   sample_fn = samplers.make_sampler(graphdef, sigma_data=config.diffusion.sigma_data,

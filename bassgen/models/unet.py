@@ -133,7 +133,7 @@ class UNet1D(nnx.Module):
                          jnp.broadcast_to(mask_B11, (b, t, 1))], axis=-1)
     h = self.conv_in(h)
     if self.position == "sinusoidal":
-      h = h + layers.absolute_positions(t, h.shape[-1])[None]
+      h = h + layers.absolute_positions(t, h.shape[-1])[None].astype(h.dtype)
     emb = self.noise_emb(sigma_B.astype(jnp.float32).reshape(b))
 
     block_keys = itertools.count()

@@ -1,0 +1,193 @@
+"""The latent cache for diffusion training, and its Grain pipeline.
+
+`cache_latents` encodes a prepared dataset once with a trained autoencoder: for every track, K
+random mixes (a random subset of the non-target stems with random gains: the pipeline's mixing
+rule, over the whole track) and the target stem. Latents are normalised with the autoencoder's
+statistics and stored as float16 in one ArrayRecord file per track (written under a temporary name
+and renamed; a re-run skips finished tracks), plus `latents.json`.
+
+`make_latent_train_dataset` then reads random fixed-length crops of (mix latent, bass latent)
+pairs with a deterministic shuffle, per-process sharding and an exact-resume iterator state.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import pathlib
+from typing import Any, Sequence
+
+import numpy as np
+
+from bassgen.data import pipeline, records
+from bassgen.data.audio import atomic_write_text
+from bassgen.errors import BassgenError
+
+INDEX_NAME = "latents.json"
+
+
+def _encode_record(mix_LxC: np.ndarray, target_LxC: np.ndarray, level_L: np.ndarray) -> bytes:
+  buf = io.BytesIO()
+  np.savez(buf, mix=mix_LxC.astype(np.float16), target=target_LxC.astype(np.float16),
+           level=level_L.astype(np.float32))
+  return buf.getvalue()
+
+
+def decode_record(data: bytes) -> dict[str, np.ndarray]:
+  with np.load(io.BytesIO(data), allow_pickle=False) as f:
+    return {"mix": f["mix"].astype(np.float32), "target": f["target"].astype(np.float32),
+            "level": f["level"]}
+
+
+def frame_levels_db(wav_S: np.ndarray, samples_per_frame: int, num_frames: int) -> np.ndarray:
+  """RMS level (dBFS) of the audio under each latent frame."""
+  padded = np.zeros(num_frames * samples_per_frame, np.float32)
+  n = min(len(wav_S), len(padded))
+  padded[:n] = wav_S[:n]
+  power = np.mean(padded.reshape(num_frames, samples_per_frame) ** 2, axis=1)
+  return 10.0 * np.log10(np.maximum(power, 1e-20))
+
+
+def cache_latents(codec, prepared_dir: str | pathlib.Path, out_dir: str | pathlib.Path, *,
+                  mixes_per_track: int = 4, seed: int = 0,
+                  gain_db_range: Sequence[float] = (-9.0, 3.0), log=print) -> dict[str, Any]:
+  """Encodes every track of `prepared_dir` into `out_dir`. Returns the latents index."""
+  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+
+  prepared_dir, out_dir = pathlib.Path(prepared_dir), pathlib.Path(out_dir)
+  index = pipeline.read_index(prepared_dir)
+  if int(index["sample_rate"]) != codec.sample_rate:
+    raise BassgenError(f"{prepared_dir}: prepared at {index['sample_rate']} Hz but the autoencoder "
+                       f"works at {codec.sample_rate} Hz. Prepare the data with --sample-rate "
+                       f"{codec.sample_rate}.")
+  (out_dir / "tracks").mkdir(parents=True, exist_ok=True)
+  entries = []
+  for i, track in enumerate(index["tracks"]):
+    name = pathlib.Path(track["file"]).stem
+    path = out_dir / "tracks" / f"{name}.array_record"
+    num_frames = codec.num_latent_frames(int(track["num_samples"]))
+    if not path.is_file():
+      stems_KxS = np.concatenate(records.read_track(prepared_dir / track["file"]), axis=1)
+      target_S, others_KxS = stems_KxS[0], stems_KxS[1:]
+      z_target = codec.encode(target_S)
+      level = frame_levels_db(target_S, codec.samples_per_latent, num_frames)
+      rng = np.random.default_rng([seed, i])
+      payloads = []
+      for _ in range(mixes_per_track):
+        mix_S, _ = pipeline.mix_stems(others_KxS, rng, gain_db_range)
+        payloads.append(_encode_record(codec.encode(mix_S), z_target, level))
+      tmp = path.with_name(f".{path.name}.tmp")
+      writer = array_record_module.ArrayRecordWriter(str(tmp), "group_size:1")
+      for p in payloads:
+        writer.write(p)
+      writer.close()
+      os.replace(tmp, path)
+      log(f"[{i + 1}/{len(index['tracks'])}] {name}: {num_frames} latent frames x "
+          f"{mixes_per_track} mixes")
+    entries.append({"name": name, "file": f"tracks/{path.name}", "num_frames": num_frames,
+                    "num_records": mixes_per_track})
+  out = {"format": "bassgen-latents", "source": str(prepared_dir), "sample_rate": codec.sample_rate,
+         "latent_channels": codec.latent_channels, "frames_per_second":
+         codec.sample_rate / codec.samples_per_latent, "tracks": entries}
+  atomic_write_text(out_dir / INDEX_NAME, json.dumps(out, indent=1), overwrite=True)
+  return out
+
+
+def read_latent_index(latent_dir: str | pathlib.Path) -> dict[str, Any]:
+  path = pathlib.Path(latent_dir) / INDEX_NAME
+  if not path.is_file():
+    raise BassgenError(f"{path}: missing. Build the latent cache first (the LDM trainer does it "
+                       "from data.train_dir and the autoencoder checkpoint).")
+  index = json.loads(path.read_text())
+  if index.get("format") != "bassgen-latents" or not index.get("tracks"):
+    raise BassgenError(f"{path}: not a bassgen latent cache. Delete the folder to rebuild it.")
+  return index
+
+
+class LatentCrop:
+  """Record id -> a random crop {'mix', 'target': float32[crop_frames, C]} (bass-silent crops are
+  redrawn up to `max_tries` times)."""
+
+  def __init__(self, latent_dir: str | pathlib.Path, *, crop_frames: int,
+               silence_threshold_db: float | None, max_tries: int = 10):
+    self.latent_dir = pathlib.Path(latent_dir)
+    index = read_latent_index(self.latent_dir)
+    self.paths = [f"{self.latent_dir / t['file']}[0:{t['num_records']}]" for t in index["tracks"]]
+    self.num_records = sum(t["num_records"] for t in index["tracks"])
+    self.crop_frames = int(crop_frames)
+    self.silence_threshold_db = silence_threshold_db
+    self.max_tries = max(1, int(max_tries))
+    self._source = None
+
+  def __getstate__(self):
+    state = self.__dict__.copy()
+    state["_source"] = None
+    return state
+
+  def record(self, element: int) -> dict[str, np.ndarray]:
+    if self._source is None:
+      import grain  # pylint: disable=g-import-not-at-top
+      self._source = grain.sources.ArrayRecordDataSource(self.paths)
+    return decode_record(self._source[int(element)])
+
+  def crop(self, rec: dict[str, np.ndarray], start: int) -> dict[str, np.ndarray]:
+    out = {}
+    for k in ("mix", "target"):
+      x = rec[k][start: start + self.crop_frames]
+      if x.shape[0] < self.crop_frames:
+        x = np.pad(x, ((0, self.crop_frames - x.shape[0]), (0, 0)))
+      out[k] = x
+    return out
+
+  def __call__(self, element: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    rec = self.record(element)
+    max_start = max(rec["mix"].shape[0] - self.crop_frames, 0)
+    best = None
+    for _ in range(self.max_tries):
+      start = int(rng.integers(max_start + 1))
+      level = float(np.mean(rec["level"][start: start + self.crop_frames]))
+      if best is None or level > best[0]:
+        best = (level, start)
+      if self.silence_threshold_db is None or level >= self.silence_threshold_db:
+        break
+    return self.crop(rec, best[1])
+
+
+def make_latent_train_dataset(latent_dir: str | pathlib.Path, *, crop_frames: int,
+                              batch_size: int, seed: int, silence_threshold_db: float | None = -50.0,
+                              shard_index: int | None = None, shard_count: int | None = None):
+  """Infinite shuffled batches {'mix', 'target': float32[B, crop_frames, C]} of this process."""
+  import grain  # pylint: disable=g-import-not-at-top
+
+  shard_index, shard_count = pipeline._shard(shard_index, shard_count)  # pylint: disable=protected-access
+  cropper = LatentCrop(latent_dir, crop_frames=crop_frames,
+                       silence_threshold_db=silence_threshold_db)
+  shard_seed = int(np.random.SeedSequence([int(seed), shard_index]).generate_state(1)[0])
+  ds = grain.MapDataset.range(cropper.num_records)[shard_index::shard_count]
+  ds = ds.seed(shard_seed).shuffle().repeat().random_map(cropper)
+  return ds.to_iter_dataset().batch(batch_size, drop_remainder=True)
+
+
+class _EvalCrop:
+
+  def __init__(self, cropper: LatentCrop, seed: int, total: int):
+    self.cropper, self.seed, self.total = cropper, seed, total
+
+  def __call__(self, e: int) -> dict[str, np.ndarray]:
+    element = (int(e) * self.cropper.num_records) // self.total
+    return self.cropper(element, np.random.default_rng([self.seed, int(e)]))
+
+
+def make_latent_eval_batches(latent_dir: str | pathlib.Path, *, crop_frames: int, batch_size: int,
+                             num_examples: int, seed: int = 0,
+                             silence_threshold_db: float | None = -50.0) -> list[dict[str, np.ndarray]]:
+  """A fixed list of validation batches (same examples every call), for this process."""
+  import grain  # pylint: disable=g-import-not-at-top
+
+  shard_index, shard_count = pipeline._shard(None, None)  # pylint: disable=protected-access
+  cropper = LatentCrop(latent_dir, crop_frames=crop_frames,
+                       silence_threshold_db=silence_threshold_db)
+  total = max(batch_size * shard_count, (num_examples // (batch_size * shard_count))
+              * batch_size * shard_count)
+  ds = grain.MapDataset.range(total)[shard_index::shard_count].map(_EvalCrop(cropper, seed, total))
+  return list(ds.to_iter_dataset().batch(batch_size, drop_remainder=True))

@@ -1,0 +1,250 @@
+"""Training loop of the conditional latent diffusion model (forked from the autoencoder's loop).
+
+Reads cached latents (mix and bass, normalised) made once with the trained autoencoder named in
+`cfg.autoencoder_checkpoint`; builds the cache under `workdir/latents/` if it is missing. The train
+step is pure and jitted once with explicit shardings: `train_step(state, batch, key) -> (state,
+metrics)`, state = {step, params, ema, opt} of pure-dict arrays, donated.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from bassgen import checkpointing, sharding
+from bassgen.diffusion import edm
+from bassgen.models.unet import UNet1D, count_params
+from bassgen.trainers import common
+
+VAL_SIGMAS = (0.2, 0.5, 1.0)
+
+
+@dataclasses.dataclass
+class Setup:
+  graphdef: Any
+  rest: Any            # non-parameter module state (dropout rng streams): constant, not trained
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+  state_sharding: Any
+  abstract_state: Any
+  mesh: jax.sharding.Mesh
+
+
+def build_model(cfg: ml_collections.ConfigDict, key: jax.Array) -> UNet1D:
+  return UNet1D(cfg.model, rngs=nnx.Rngs(params=key, dropout=jax.random.fold_in(key, 1)))
+
+
+def setup(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Setup:
+  tx, schedule = common.make_optimizer(cfg.optim, cfg.train.num_steps)
+  abstract_model = nnx.eval_shape(lambda: build_model(cfg, jax.random.key(0)))
+  graphdef, abstract_params, _ = nnx.split(abstract_model, nnx.Param, ...)
+  rest = nnx.split(build_model(cfg, jax.random.key(cfg.seed)), nnx.Param, ...)[2]
+  abstract_params = nnx.to_pure_dict(abstract_params)
+  params_sharding = sharding.param_shardings(abstract_model, abstract_params, mesh, cfg.mesh.rules)
+  abstract_opt = jax.eval_shape(tx.init, abstract_params)
+  state_sharding = {
+      "step": sharding.replicated(mesh), "params": params_sharding, "ema": params_sharding,
+      "opt": sharding.optimizer_shardings(tx, abstract_opt, params_sharding, mesh)}
+  abstract_state = {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": abstract_params,
+                    "ema": abstract_params, "opt": abstract_opt}
+  abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                abstract_state, state_sharding)
+  return Setup(graphdef, rest, tx, schedule, state_sharding, abstract_state, mesh)
+
+
+def create_state(cfg: ml_collections.ConfigDict, s: Setup, key: jax.Array) -> dict:
+
+  def init(k):
+    params = nnx.to_pure_dict(nnx.state(build_model(cfg, k), nnx.Param))
+    return {"step": jnp.zeros((), jnp.int32), "params": params,
+            "ema": jax.tree.map(jnp.copy, params), "opt": s.tx.init(params)}
+
+  return jax.jit(init, out_shardings=s.state_sharding)(key)
+
+
+def merge(s: Setup, params: Any, train: bool = False) -> UNet1D:
+  model = nnx.merge(s.graphdef, params, s.rest)
+  model.train() if train else model.eval()
+  return model
+
+
+def make_train_step(cfg: ml_collections.ConfigDict, s: Setup) -> Callable:
+
+  def train_step(state, batch, key):
+    key = jax.random.fold_in(key, state["step"])
+
+    def loss_fn(params):
+      return edm.denoising_loss(merge(s, params, train=True), batch["target"], batch["mix"], key,
+                                cfg.diffusion)
+
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    updates, opt = s.tx.update(grads, state["opt"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    ema = common.ema_update(state["ema"], params, cfg.optim.ema_decay, state["step"])
+    metrics = {f"train/{k}": v for k, v in aux.items()}
+    metrics.update({"train/loss": loss, "train/grad_norm": common.tree_norm(grads),
+                    "train/param_norm": common.tree_norm(params),
+                    "train/lr": s.schedule(state["step"])})
+    return {"step": state["step"] + 1, "params": params, "ema": ema, "opt": opt}, metrics
+
+  batch_sh = sharding.batch_sharding(s.mesh, 3)
+  return jax.jit(train_step,
+                 in_shardings=(s.state_sharding, {"mix": batch_sh, "target": batch_sh},
+                               sharding.replicated(s.mesh)),
+                 out_shardings=(s.state_sharding, sharding.replicated(s.mesh)),
+                 donate_argnums=(0,))
+
+
+def make_eval_step(cfg: ml_collections.ConfigDict, s: Setup) -> Callable:
+  """Weighted denoising loss at fixed σ, with the mix and with the null condition."""
+
+  def eval_step(params, batch, key):
+    model = merge(s, params)
+    out = {}
+    for i, sigma in enumerate(VAL_SIGMAS):
+      k = jax.random.fold_in(key, i)  # the same noise for both conditions
+      for use_cond, name in ((True, "cond"), (False, "uncond")):
+        out[f"sigma{sigma:g}_{name}"] = edm.val_loss_at_sigma(
+            model, batch["target"], batch["mix"], sigma, k, use_cond,
+            sigma_data=cfg.diffusion.sigma_data)
+    return out
+
+  return jax.jit(eval_step)
+
+
+def ensure_latent_cache(cfg: ml_collections.ConfigDict, workdir: pathlib.Path
+                        ) -> tuple[pathlib.Path, pathlib.Path]:
+  """Encodes data.train_dir / data.val_dir with the autoencoder once (process 0), then reuses it."""
+  from bassgen.codec import Codec  # pylint: disable=g-import-not-at-top
+  from bassgen.data import latents  # pylint: disable=g-import-not-at-top
+
+  out = {"train": workdir / "latents" / "train", "val": workdir / "latents" / "val"}
+  sources = {"train": cfg.data.train_dir, "val": cfg.data.val_dir or cfg.data.train_dir}
+  if all((d / latents.INDEX_NAME).is_file() for d in out.values()):
+    return out["train"], out["val"]
+  codec = Codec.load(cfg.autoencoder_checkpoint)
+  if codec.latent_channels != cfg.model.latent_channels:
+    from bassgen.errors import BassgenError  # pylint: disable=g-import-not-at-top
+    raise BassgenError(f"{cfg.autoencoder_checkpoint}: the autoencoder makes "
+                       f"{codec.latent_channels}-channel latents but model.latent_channels is "
+                       f"{cfg.model.latent_channels}. Fix configs/ldm.py.")
+  if jax.process_index() == 0:
+    for split, d in out.items():
+      if not (d / latents.INDEX_NAME).is_file():
+        logging.info("caching %s latents of %s in %s", split, sources[split], d)
+        latents.cache_latents(codec, sources[split], d, mixes_per_track=cfg.data.mixes_per_track,
+                              seed=cfg.seed + (split == "val"),
+                              gain_db_range=tuple(cfg.data.gain_db_range),
+                              log=lambda m: logging.info("%s", m))
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices("latent cache")
+  return out["train"], out["val"]
+
+
+def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
+  """Trains (resuming if `workdir` holds a checkpoint) and exports the EMA model."""
+  from bassgen.data import latents  # pylint: disable=g-import-not-at-top
+
+  workdir = pathlib.Path(workdir)
+  common.write_config(cfg, workdir)
+  mesh = sharding.make_mesh(cfg.mesh.shape)
+  logging.info("latent diffusion: %s", sharding.describe(mesh))
+  train_dir, val_dir = ensure_latent_cache(cfg, workdir)
+  s = setup(cfg, mesh)
+  key = jax.random.key(cfg.seed)
+  init_key, step_key, eval_key = jax.random.split(key, 3)
+  per_process = cfg.train.batch_size // jax.process_count()
+  train_iter = iter(latents.make_latent_train_dataset(
+      train_dir, crop_frames=cfg.train.crop_frames, batch_size=per_process, seed=cfg.seed,
+      silence_threshold_db=cfg.data.silence_threshold_db))
+  manager = checkpointing.make_manager(workdir / "checkpoints", keep=cfg.train.keep_checkpoints)
+  if manager.latest_step() is not None:
+    state, _ = checkpointing.restore(manager, s.abstract_state, train_iter)
+    logging.info("resumed from step %d", int(state["step"]))
+  else:
+    state = create_state(cfg, s, init_key)
+  logging.info("U-Net: %s parameters", f"{count_params(merge(s, state['params'])):,}")
+
+  train_step = make_train_step(cfg, s)
+  eval_step = make_eval_step(cfg, s)
+  val = latents.make_latent_eval_batches(val_dir, crop_frames=cfg.train.crop_frames,
+                                         batch_size=per_process,
+                                         num_examples=cfg.data.num_val_examples, seed=cfg.seed,
+                                         silence_threshold_db=cfg.data.silence_threshold_db)
+  writer = common.MetricWriter(workdir)
+  step = int(state["step"])
+  num_steps = cfg.train.num_steps
+  progress = common.Progress(step, num_steps, "latent diffusion")
+  t_start = time.time()
+  last_log = [step, t_start]
+  pending = None
+  val_metrics: dict[str, float] = {}
+
+  def evaluate(st, at_step):
+    sums: dict[str, float] = {}
+    for b in val:
+      for k, v in eval_step(st["ema"], sharding.global_batch(b, mesh), eval_key).items():
+        sums[k] = sums.get(k, 0.0) + float(v) / len(val)
+    for sigma in VAL_SIGMAS:
+      sums[f"sigma{sigma:g}_ratio"] = sums[f"sigma{sigma:g}_cond"] / sums[f"sigma{sigma:g}_uncond"]
+    sums["val_loss"] = float(np.mean([sums[f"sigma{x:g}_cond"] for x in VAL_SIGMAS]))
+    writer.scalars(at_step, {f"val/{k}": v for k, v in sums.items()})
+    return sums
+
+  def checkpoint(st, at_step, metrics=None):
+    checkpointing.save(manager, at_step, st, {"config": cfg.to_dict(), "step": at_step},
+                       train_iter, metrics={"val_loss": metrics["val_loss"]} if metrics else None)
+
+  while step < num_steps:
+    batch = sharding.global_batch(next(train_iter), mesh)
+    state, metrics = train_step(state, batch, step_key)
+    step += 1
+    if pending is not None:
+      done_step, m = pending
+      m = {k: float(v) for k, v in jax.device_get(m).items()}
+      common.check_finite(m, done_step)
+      if done_step % cfg.train.log_every == 0:
+        now = time.time()
+        m["train/steps_per_sec"] = (done_step - last_log[0]) / max(now - last_log[1], 1e-9)
+        last_log[:] = [done_step, now]
+        writer.scalars(done_step, m)
+      progress.update(1, loss=m["train/loss"])
+    else:
+      progress.update(1)
+    pending = (step, metrics)
+    out_of_time = cfg.train.max_minutes > 0 and (time.time() - t_start) / 60 > cfg.train.max_minutes
+    last = step == num_steps or out_of_time
+    evaluated = step % cfg.train.eval_every == 0 or last
+    if evaluated:
+      val_metrics = evaluate(state, step)
+      logging.info("step %d: val %s", step, {k: round(v, 4) for k, v in val_metrics.items()})
+    if step % cfg.train.ckpt_every == 0 or last:
+      checkpoint(state, step, val_metrics if evaluated else None)
+    if out_of_time:
+      logging.info("stopping after %.1f minutes (train.max_minutes) at step %d",
+                   cfg.train.max_minutes, step)
+      break
+  if pending is not None:
+    common.check_finite({k: float(v) for k, v in jax.device_get(pending[1]).items()}, pending[0])
+  progress.close()
+  export_model(workdir / "export", cfg, state["ema"], step)
+  writer.close()
+  return val_metrics
+
+
+def export_model(directory: pathlib.Path, cfg: ml_collections.ConfigDict, params: Any,
+                 step: int) -> None:
+  meta = {"kind": "ldm", "config": cfg.to_dict(), "step": int(step),
+          "autoencoder_checkpoint": str(cfg.autoencoder_checkpoint)}
+  checkpointing.save_params(directory, jax.device_get(params), meta)
+  logging.info("exported the EMA diffusion model to %s", directory)

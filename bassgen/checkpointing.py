@@ -80,19 +80,31 @@ def save_params(directory: str | pathlib.Path, params: Any, meta: dict) -> None:
     mngr.wait_until_finished()
 
 
-def load_params(directory: str | pathlib.Path, abstract_params: Any | None = None
-                ) -> tuple[Any, dict]:
-  """Reads an export written by `save_params` (arrays land on the default device when abstract is None)."""
+def _open_export(directory: str | pathlib.Path) -> tuple[ocp.CheckpointManager, int]:
   directory = pathlib.Path(directory).absolute()
   if not directory.is_dir():
     raise BassgenError(f"{directory}: no such checkpoint folder. Give the folder written by "
                        "training (or the bundled experiments/demo model).")
-  with ocp.CheckpointManager(directory, item_names=("params", "meta"),
-                             options=ocp.CheckpointManagerOptions(read_only=True)) as mngr:
-    step = mngr.latest_step()
-    if step is None:
-      raise BassgenError(f"{directory}: not a bassgen model export (no checkpoint inside).")
-    target = (ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_params))
-              if abstract_params is not None else ocp.args.StandardRestore())
-    out = mngr.restore(step, args=ocp.args.Composite(params=target, meta=ocp.args.JsonRestore()))
-  return out["params"], out["meta"]
+  mngr = ocp.CheckpointManager(directory, item_names=("params", "meta"),
+                               options=ocp.CheckpointManagerOptions(read_only=True))
+  step = mngr.latest_step()
+  if step is None:
+    mngr.close()
+    raise BassgenError(f"{directory}: not a bassgen model export (no checkpoint inside).")
+  return mngr, step
+
+
+def load_meta(directory: str | pathlib.Path) -> dict:
+  """The JSON metadata of an export written by `save_params` (config, statistics, kind)."""
+  mngr, step = _open_export(directory)
+  with mngr:
+    return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+
+def load_params(directory: str | pathlib.Path, abstract_params: Any) -> Any:
+  """The parameters of an export, restored into `abstract_params`' tree structure and shapes."""
+  mngr, step = _open_export(directory)
+  target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_params)
+  with mngr:
+    out = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
+  return out["params"]

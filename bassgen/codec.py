@@ -56,10 +56,12 @@ class Codec:
   @classmethod
   def load(cls, path: str | pathlib.Path, **kwargs) -> "Codec":
     directory = find_export(path, "autoencoder")
-    params, meta = checkpointing.load_params(directory)
+    meta = checkpointing.load_meta(directory)
     if meta.get("kind") != "autoencoder":
       raise BassgenError(f"{directory}: not an autoencoder export (kind={meta.get('kind')!r}).")
     cfg = ml_collections.ConfigDict(meta["config"])
+    abstract = nnx.eval_shape(lambda: Autoencoder(cfg.model, rngs=nnx.Rngs(0)))
+    params = checkpointing.load_params(directory, nnx.to_pure_dict(nnx.state(abstract)))
     return cls(cfg, params, np.asarray(meta["latent_mean"]), np.asarray(meta["latent_std"]),
                **kwargs)
 

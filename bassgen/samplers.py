@@ -179,9 +179,10 @@ def make_sampler(model_graphdef: Any, *, sigma_data: float, sampler: str, steps:
   """A jitted `fn(state, cond_BxTxC, key, knobs, style_mean_BxC=None, style_std_BxC=None,
   known_BxTxC=None, known_mask_BxT=None, frame_mask_BxT=None) -> z_BxTxC`.
 
-  `state` is the NNX state of `nnx.split(model)` (model weights or their EMA); `knobs` is
-  `sampler_knobs(cfg.sample)`. Calls with the same shapes (and the same set of optional inputs)
-  reuse one compilation whatever the weights, key or knob values.
+  `state` is the NNX state of `nnx.split(model)` (model weights or their EMA), or the tuple of
+  states of a filtered split such as `nnx.split(model, nnx.Param, ...)` (plain dicts work too);
+  `knobs` is `sampler_knobs(cfg.sample)`. Calls with the same shapes (and the same set of
+  optional inputs) reuse one compilation whatever the weights, key or knob values.
   """
   from bassgen.diffusion import edm
   from flax import nnx
@@ -189,7 +190,8 @@ def make_sampler(model_graphdef: Any, *, sigma_data: float, sampler: str, steps:
 
   def run(state, cond_BxTxC, key, knobs, style_mean_BxC=None, style_std_BxC=None,
           known_BxTxC=None, known_mask_BxT=None, frame_mask_BxT=None):
-    model = nnx.merge(model_graphdef, state)
+    states = state if isinstance(state, tuple) else (state,)
+    model = nnx.merge(model_graphdef, *states)
     model.eval()
 
     def denoise_fn(x, sigma, cond, cond_mask, frame_mask_BxT=None):

@@ -104,16 +104,37 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.diffusion = _diffusion()
   config.sample = _sample(variant)
 
-  # Sections below are owned by the trainer (placeholders with sensible values).
-  config.autoencoder_checkpoint = ""
-  config.train = ml_collections.ConfigDict()
-  config.train.crop_frames = {"paper": 256, "demo": 128, "runlocal": 32}[variant]
-  config.train.batch_size = {"paper": 64, "demo": 16, "runlocal": 8}[variant]
-  config.train.num_steps = {"paper": 400_000, "demo": 20_000, "runlocal": 4}[variant]
-  config.optim = ml_collections.ConfigDict()
-  config.optim.lr = {"paper": 1e-4, "demo": 3e-4, "runlocal": 1e-3}[variant]
-  config.optim.warmup_steps = {"paper": 5_000, "demo": 300, "runlocal": 1}[variant]
-  config.optim.ema_decay = 0.999
+  # The trained autoencoder whose latents the model learns (its export, workdir or bundle).
+  config.autoencoder_checkpoint = {"paper": "runs/ae_paper", "demo": "runs/ae_demo",
+                                   "runlocal": ""}[variant]
+
+  d = config.data = ml_collections.ConfigDict()
+  d.train_dir = "data/prepared/train"  # prepared audio; latents are cached in WORKDIR/latents
+  d.val_dir = "data/prepared/test"
+  d.mixes_per_track = {"paper": 8, "demo": 6, "runlocal": 2}[variant]  # K random mixes per track
+  d.gain_db_range = (-9.0, 3.0)
+  d.silence_threshold_db = -50.0  # crops whose bass is quieter on average are redrawn
+  d.num_val_examples = {"paper": 256, "demo": 64, "runlocal": 8}[variant]
+
+  t = config.train = ml_collections.ConfigDict()
+  t.crop_frames = {"paper": 256, "demo": 128, "runlocal": 32}[variant]
+  t.batch_size = {"paper": 64, "demo": 16, "runlocal": 8}[variant]
+  t.num_steps = {"paper": 400_000, "demo": 12_000, "runlocal": 4}[variant]
+  t.max_minutes = {"paper": 0.0, "demo": 50.0, "runlocal": 0.0}[variant]
+  t.log_every = {"paper": 100, "demo": 50, "runlocal": 1}[variant]
+  t.eval_every = {"paper": 5000, "demo": 1000, "runlocal": 2}[variant]
+  t.ckpt_every = {"paper": 5000, "demo": 1000, "runlocal": 2}[variant]
+  t.keep_checkpoints = 2
+
+  o = config.optim = ml_collections.ConfigDict()
+  o.lr = {"paper": 1e-4, "demo": 5e-4, "runlocal": 1e-3}[variant]
+  o.warmup_steps = {"paper": 5_000, "demo": 300, "runlocal": 1}[variant]
+  o.end_lr_factor = 0.05
+  o.b1 = 0.9
+  o.b2 = 0.99
+  o.weight_decay = 0.0
+  o.clip_norm = 1.0
+  o.ema_decay = {"paper": 0.9999, "demo": 0.999, "runlocal": 0.9}[variant]
   config.mesh = ml_collections.ConfigDict()
   config.mesh.shape = (-1, 1)  # (data, model)
   # Logical parameter axes (bassgen/models/layers.py) -> mesh axes.

@@ -189,6 +189,21 @@ def test_unknown_sampler_is_a_clear_error():
     samplers.sample(gaussian_denoiser, _cond(1), jax.random.key(0), cfg=_cfg(sampler="ddim"))
 
 
+def test_sampler_accepts_split_states_and_reproduces_a_seed():
+  config = _config("runlocal")
+  model = unet.UNet1D(config.model, rngs=nnx.Rngs(0))
+  model.conv_out.kernel[...] = 0.1 * jnp.ones_like(model.conv_out.kernel[...])  # F != 0
+  graphdef, state = nnx.split(model)
+  graphdef3, params, rest = nnx.split(model, nnx.Param, ...)
+  mix = jax.random.normal(jax.random.key(0), (1, 24, config.model.latent_channels))
+  run = lambda g, s, seed: samplers.generate(
+      samplers.make_sampler(g, sigma_data=1.0, sampler="euler", steps=3), s, mix,
+      cfg=_copy_cfg(config.sample, seed=seed), length_multiple=unet.length_multiple(config.model))
+  z = run(graphdef, state, 0)
+  np.testing.assert_allclose(run(graphdef3, (nnx.to_pure_dict(params), rest), 0), z, atol=1e-6)
+  assert float(jnp.abs(run(graphdef, state, 1) - z).max()) > 1e-2
+
+
 def test_jitted_sampler_compiles_once_per_bucket(monkeypatch):
   config = _config("runlocal")
   graphdef, state = nnx.split(unet.UNet1D(config.model, rngs=nnx.Rngs(0)))

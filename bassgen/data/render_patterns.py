@@ -53,8 +53,8 @@ class Groove:
   weight: float = 1.0
 
 
-_KIT = dict(kick=36, stick=37, snare=38, clap=39, hat=42, pedal=44, open=46, crash=49, ride=51,
-            tamb=54, cowbell=56, shaker=70)
+# GM percussion keys used below: 36 kick, 37 side stick, 38 snare, 39 clap, 42 closed hat, 44 pedal
+# hat, 46 open hat, 49 crash, 51 ride, 54 tambourine, 70 shaker; 41-50 toms in fills.
 GROOVES = {g.name: g for g in (
     Groove("rock", 4, (90, 160), {36: "X.......X.x.....", 38: "....X.......X...",
                                   42: "x.o.x.o.x.o.x.o."}, (0, 8, 16),
@@ -173,7 +173,7 @@ def _walking(rng, span, root, nxt, st, bpb):
 
 
 def _syncopated(rng, span, root, nxt, st, bpb):
-  del nxt
+  del rng, nxt
   seventh = 10 if span.quality not in ("maj7",) else 11
   degree = {"r": 0, "o": 12, "f": 7, "s": seventh}
   out = []

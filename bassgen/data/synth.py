@@ -1,16 +1,21 @@
 """Note parts -> audio stems with a General MIDI soundfont, using PyPI packages only.
 
-midirenderer (a Rust wheel with no system dependencies) renders a Standard MIDI File with a soundfont
-to 48 kHz stereo 16-bit WAV bytes. Its sequencer stops at the file's last event, so every part gets a
-no-op controller event at the song's end: release tails are kept and all stems get one length.
-Each stem is rendered alone, downmixed to mono and resampled once to the requested rate.
+midirenderer (a Rust wheel with no system dependencies, rustysynth inside) renders a Standard MIDI
+File with a soundfont to 48 kHz stereo 16-bit WAV bytes. Its sequencer stops at the file's last
+event, so every part gets a no-op controller event at the song's end: release tails are kept and all
+stems get one length. Stems are downmixed to mono and resampled once to the requested rate.
+
+Speed: most of midirenderer's cost is a fixed per-sample cost (its reverb and chorus run whether or
+not anything is sent to them), so two stems share one render when that changes nothing: one part
+panned hard left, the other hard right, channel effect sends at zero (all stems are dry). That is
+exact only for programs whose soundfont regions never pan towards the other side; `plan_renders`
+reads that from the .sf2 and renders every other part alone.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
 import importlib.util
-import io
 import itertools
 import os
 import pathlib

@@ -1,0 +1,157 @@
+"""`bassgen sample MIX... [options]`: a bass stem for each mix (the main job).
+
+Every input is checked, and every output name reserved, before anything is generated, so a bad
+input or an existing output stops the run with one message and nothing written.
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+import time
+
+DEFAULT_CHECKPOINT = "experiments/demo"
+MIN_SECONDS = 0.5
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("mix", nargs="+", help="mix files or folders of them (any format, rate, "
+                      "channel count and length)")
+  parser.add_argument("--style", help="reference bass recording for timbre grounding")
+  parser.add_argument("--guidance", type=float, help="classifier-free guidance w (1 = none)")
+  parser.add_argument("--rescale", type=float, help="guidance rescale phi in [0, 1] (0 = plain)")
+  parser.add_argument("--ground-strength", type=float, help="style grounding strength lambda")
+  parser.add_argument("--steps", type=int, help="sampler steps")
+  parser.add_argument("--sampler", choices=("heun", "dpmpp2m", "euler"))
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--num-samples", type=int, default=1, help="variants per input")
+  parser.add_argument("--keep-bass", help="an existing bass to keep outside --regenerate")
+  parser.add_argument("--regenerate", help="START:END in seconds: generate only this region")
+  parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
+                      help="bundle folder (autoencoder/ + ldm/) or a diffusion workdir")
+  parser.add_argument("--out", default="samples", help="output folder (default: samples/)")
+  parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
+def _inputs(paths: list[str]) -> list[pathlib.Path]:
+  from bassgen.data import audio  # pylint: disable=g-import-not-at-top
+  from bassgen.errors import BassgenError  # pylint: disable=g-import-not-at-top
+
+  files = []
+  for p in map(pathlib.Path, paths):
+    if p.is_dir():
+      found = audio.list_audio_files(p)
+      if not found:
+        raise BassgenError(f"{p}: the folder holds no audio files ({', '.join(audio.AUDIO_EXTENSIONS)}). "
+                           "Give audio files or a folder of them.")
+      files += found
+    else:
+      files.append(p)
+  return files
+
+
+def _parse_region(text: str | None) -> tuple[float, float] | None:
+  from bassgen.errors import BassgenError  # pylint: disable=g-import-not-at-top
+  if text is None:
+    return None
+  try:
+    start, end = (float(x) for x in text.split(":"))
+  except ValueError:
+    raise BassgenError(f"--regenerate {text!r}: write it as START:END in seconds, e.g. 8:16") from None
+  if not 0 <= start < end:
+    raise BassgenError(f"--regenerate {text!r}: START must be >= 0 and below END")
+  return start, end
+
+
+def run(args: argparse.Namespace) -> int:
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  from bassgen.data import audio  # pylint: disable=g-import-not-at-top
+  from bassgen.errors import BassgenError  # pylint: disable=g-import-not-at-top
+
+  if args.num_samples < 1:
+    raise BassgenError(f"--num-samples {args.num_samples}: give 1 or more")
+  if args.steps is not None and args.steps < 1:
+    raise BassgenError(f"--steps {args.steps}: give 1 or more")
+  region = _parse_region(args.regenerate)
+  if (region is None) != (args.keep_bass is None):
+    raise BassgenError("--keep-bass and --regenerate go together: give both or neither")
+
+  # 1. Read and check every input before any work.
+  mixes = []
+  for f in _inputs(args.mix):
+    wav, sr = audio.load_audio(f)
+    if len(wav) < MIN_SECONDS * sr:
+      raise BassgenError(f"{f}: only {len(wav)} samples ({len(wav) / sr:.3f} s); give at least "
+                         f"{MIN_SECONDS} s of audio")
+    if np.max(np.abs(wav)) < 1e-5:
+      print(f"warning: {f}: the mix is silent; the bass will follow nothing", file=sys.stderr)
+    mixes.append((f, wav, sr))
+  style = audio.load_audio(args.style) if args.style else None
+  keep = audio.load_audio(args.keep_bass) if args.keep_bass else None
+
+  # 2. Reserve every output name.
+  out = audio.check_writable_dir(args.out)
+  k = args.num_samples
+  plans = []
+  for f, wav, sr in mixes:
+    name = f.stem
+    tags = [""] if k == 1 else [f".{i + 1}" for i in range(k)]
+    files = {"bass": [out / f"{name}.bass{t}.wav" for t in tags],
+             "with_bass": [out / f"{name}.with_bass{t}.wav" for t in tags],
+             "midi": [out / f"{name}.bass{t}.mid" for t in tags],
+             "png": out / f"{name}.png", "mix": out / f"{name}.mix.wav"}
+    plans.append((f, wav, sr, name, files))
+  names = [p for *_, files in plans for v in files.values() for p in (v if isinstance(v, list) else [v])]
+  if len(set(names)) != len(names):
+    raise BassgenError("two inputs share a file name; rename one or sample them separately")
+  if not args.overwrite:
+    existing = [p for p in names if p.exists()]
+    if existing:
+      raise BassgenError(f"{existing[0]}: already exists. Pass --overwrite to replace it, or "
+                         "choose another --out folder.")
+
+  # 3. Generate.
+  from bassgen.evaluation import pitch  # pylint: disable=g-import-not-at-top
+  from bassgen.generation import BassGenerator, SampleOptions  # pylint: disable=g-import-not-at-top
+  from bassgen import report  # pylint: disable=g-import-not-at-top
+
+  gen = BassGenerator.load(args.checkpoint)
+  opts = SampleOptions(guidance=args.guidance, rescale=args.rescale,
+                       ground_strength=args.ground_strength, steps=args.steps,
+                       sampler=args.sampler, seed=args.seed, num_samples=k)
+  items = []
+  for i, (f, wav, sr, name, files) in enumerate(plans):
+    t0 = time.time()
+    print(f"[{i + 1}/{len(plans)}] {f} ({len(wav) / sr:.1f} s)", flush=True)
+    basses = gen.generate(wav, sr, style_wav=None if style is None else style[0],
+                          style_sample_rate=None if style is None else style[1], options=opts,
+                          keep_bass=None if keep is None else audio.resample(keep[0], keep[1], sr),
+                          regenerate=region)
+    audio.save_audio(files["mix"], wav, sr, overwrite=args.overwrite)
+    track = None
+    for j, bass in enumerate(basses):
+      audio.save_audio(files["bass"][j], bass, sr, overwrite=args.overwrite)
+      both = wav + bass
+      peak = float(np.max(np.abs(both)))
+      audio.save_audio(files["with_bass"][j], both / peak * 0.99 if peak > 0.99 else both, sr,
+                       overwrite=args.overwrite)
+      notes = pitch.transcribe_bass(bass, sr)
+      pitch.notes_to_midi(notes, files["midi"][j], overwrite=args.overwrite)
+      if j == 0:
+        track = pitch.track_pitch(bass, sr)
+    report.spectrogram_png(files["png"], wav, basses[0], sr, track.times, track.f0_hz,
+                           title=f"{name}: mix (top), generated bass and its pitch (bottom)",
+                           overwrite=args.overwrite)
+    items.append({"name": name, "mix": files["mix"].name,
+                  "basses": [p.name for p in files["bass"]],
+                  "with_bass": [p.name for p in files["with_bass"]],
+                  "midi": [p.name for p in files["midi"]], "png": files["png"].name})
+    print(f"    wrote {files['bass'][0].name} (+{len(names) // len(plans) - 1} files) in "
+          f"{time.time() - t0:.1f} s", flush=True)
+  settings = (f"checkpoint {args.checkpoint}; seed {args.seed}; guidance "
+              f"{gen.cfg.sample.guidance_w if args.guidance is None else args.guidance}; "
+              f"style {args.style or 'none'}")
+  page = report.index_html(out / "index.html", items, settings=settings)
+  print(f"results are in {out}/ (open {page})")
+  return 0

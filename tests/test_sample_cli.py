@@ -1,0 +1,162 @@
+"""`bassgen sample`: what a musician runs. Runs on a bundle of runlocal models with random weights
+(the behaviour under test does not depend on training)."""
+import json
+import pathlib
+import wave
+
+import jax
+import numpy as np
+import pytest
+import soundfile as sf
+from flax import nnx
+
+from bassgen import cli
+from bassgen.config_loading import load_config
+from bassgen.trainers import autoencoder as ae_trainer
+from bassgen.trainers import ldm as ldm_trainer
+
+ROOT = pathlib.Path(__file__).parents[1]
+SR = 8000
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+  base = tmp_path_factory.mktemp("bundle")
+  ae_cfg = load_config(f"{ROOT / 'configs' / 'autoencoder.py'}:runlocal")
+  params = nnx.to_pure_dict(nnx.state(ae_trainer.build_model(ae_cfg, jax.random.key(0))))
+  c = ae_cfg.model.latent_channels
+  ae_trainer.export_model(base / "autoencoder", ae_cfg, params, np.zeros(c), np.ones(c), 0)
+  cfg = load_config(f"{ROOT / 'configs' / 'ldm.py'}:runlocal")
+  model = ldm_trainer.build_model(cfg, jax.random.key(1))
+  ldm_trainer.export_model(base / "ldm", cfg, nnx.to_pure_dict(nnx.state(model, nnx.Param)), 0)
+  return base
+
+
+def _mix(path, seconds=2.0, sr=SR, channels=1, seed=0):
+  rng = np.random.default_rng(seed)
+  n = int(seconds * sr)
+  t = np.arange(n) / sr
+  x = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.standard_normal(n)
+  x = np.stack([x] * channels, 1) if channels > 1 else x
+  sf.write(path, x.astype(np.float32), sr)
+  return path
+
+
+def _sample(args, capsys):
+  code = cli.main(["sample"] + [str(a) for a in args])
+  captured = capsys.readouterr()
+  return code, captured.out, captured.err
+
+
+def test_sample_writes_everything(bundle, tmp_path, capsys):
+  mix = _mix(tmp_path / "song.wav")
+  out = tmp_path / "out"
+  code, stdout, err = _sample([mix, "--checkpoint", bundle, "--out", out, "--steps", 4], capsys)
+  assert code == 0, err
+  bass, sr = sf.read(out / "song.bass.wav")
+  assert sr == SR and len(bass) == int(2.0 * SR)
+  assert np.all(np.isfinite(bass))
+  for name in ("song.with_bass.wav", "song.bass.mid", "song.png", "index.html", "song.mix.wav"):
+    assert (out / name).is_file(), name
+  page = (out / "index.html").read_text()
+  import re
+  refs = re.findall(r'(?:src|href)="([^"]+)"', page)
+  assert refs and all((out / r).is_file() for r in refs)
+  assert "results are in" in stdout
+
+
+def test_same_seed_same_output_and_seeds_differ(bundle, tmp_path, capsys):
+  mix = _mix(tmp_path / "a.wav", seconds=1.5)
+  outs = {}
+  for name, seed in (("x", 3), ("y", 3), ("z", 4)):
+    code, _, err = _sample([mix, "--checkpoint", bundle, "--out", tmp_path / name, "--seed", seed,
+                            "--steps", 3], capsys)
+    assert code == 0, err
+    outs[name] = sf.read(tmp_path / name / "a.bass.wav")[0]
+  np.testing.assert_array_equal(outs["x"], outs["y"])
+  assert not np.allclose(outs["x"], outs["z"])
+
+
+@pytest.mark.parametrize("sr,channels", [(8000, 8), (192000, 1), (44100, 2)])
+def test_any_rate_and_channels_work(bundle, tmp_path, capsys, sr, channels):
+  mix = _mix(tmp_path / "m.flac" if sr <= 96000 else tmp_path / "m.wav", seconds=1.0, sr=sr,
+             channels=channels)
+  code, _, err = _sample([mix, "--checkpoint", bundle, "--out", tmp_path / "o", "--steps", 2],
+                         capsys)
+  assert code == 0, err
+  bass, got_sr = sf.read(tmp_path / "o" / "m.bass.wav")
+  assert got_sr == sr and len(bass) == sr
+
+
+def _bad_inputs(tmp):
+  empty = tmp / "empty.wav"
+  empty.write_bytes(b"")
+  text = tmp / "notes.wav"
+  text.write_text("not audio at all")
+  good = _mix(tmp / "good.wav")
+  truncated = tmp / "truncated.wav"
+  truncated.write_bytes(good.read_bytes()[:30])
+  nan = tmp / "nan.wav"
+  sf.write(nan, np.full(4000, np.nan, np.float32), SR, subtype="FLOAT")
+  one = tmp / "one.wav"
+  sf.write(one, np.zeros(1, np.float32), SR)
+  folder = tmp / "nothing_here"
+  folder.mkdir()
+  (folder / "readme.txt").write_text("hi")
+  return {"missing": tmp / "missing.wav", "empty": empty, "non-audio": text,
+          "truncated": truncated, "nan": nan, "one-sample": one, "empty folder": folder}
+
+
+def test_bad_inputs_fail_cleanly_and_write_nothing(bundle, tmp_path, capsys):
+  for label, path in _bad_inputs(tmp_path).items():
+    out = tmp_path / f"out_{label.replace(' ', '_')}"
+    code, _, err = _sample([path, "--checkpoint", bundle, "--out", out], capsys)
+    assert code != 0, label
+    lines = [l for l in err.strip().splitlines() if l]
+    assert len(lines) == 1 and "Traceback" not in err, (label, err)
+    assert str(path.name) in err, (label, err)
+    assert not out.exists() or not any(out.iterdir()), label
+
+
+def test_unknown_checkpoint_existing_output_and_unwritable_folder(bundle, tmp_path, capsys):
+  mix = _mix(tmp_path / "s.wav")
+  code, _, err = _sample([mix, "--checkpoint", tmp_path / "nope", "--out", tmp_path / "o1"], capsys)
+  assert code != 0 and "nope" in err and len(err.strip().splitlines()) == 1
+  out = tmp_path / "o2"
+  out.mkdir()
+  (out / "s.bass.wav").write_bytes(b"keep me")
+  code, _, err = _sample([mix, "--checkpoint", bundle, "--out", out], capsys)
+  assert code != 0 and "--overwrite" in err
+  assert (out / "s.bass.wav").read_bytes() == b"keep me"
+  assert sorted(p.name for p in out.iterdir()) == ["s.bass.wav"]
+  locked = tmp_path / "locked"
+  locked.write_text("a file where a folder should be")
+  code, _, err = _sample([mix, "--checkpoint", bundle, "--out", locked / "sub"], capsys)
+  assert code != 0 and len(err.strip().splitlines()) == 1
+
+
+def test_silent_mix_warns_but_works(bundle, tmp_path, capsys):
+  silent = tmp_path / "quiet.wav"
+  sf.write(silent, np.zeros(SR, np.float32), SR)
+  code, _, err = _sample([silent, "--checkpoint", bundle, "--out", tmp_path / "o", "--steps", 2],
+                         capsys)
+  assert code == 0 and "silent" in err
+  assert (tmp_path / "o" / "quiet.bass.wav").is_file()
+
+
+def test_regenerate_keeps_bass_outside_region(bundle, tmp_path, capsys):
+  mix = _mix(tmp_path / "r.wav", seconds=3.0)
+  keep = tmp_path / "keep.wav"
+  t = np.arange(3 * SR) / SR
+  kept = (0.3 * np.sin(2 * np.pi * 55 * t)).astype(np.float32)
+  sf.write(keep, kept, SR, subtype="FLOAT")
+  code, _, err = _sample([mix, "--checkpoint", bundle, "--out", tmp_path / "o", "--steps", 3,
+                          "--keep-bass", keep, "--regenerate", "1:2"], capsys)
+  assert code == 0, err
+  bass = sf.read(tmp_path / "o" / "r.bass.wav")[0]
+  outside = np.r_[0:int(0.9 * SR), int(2.1 * SR):3 * SR]
+  np.testing.assert_allclose(bass[outside], kept[outside], atol=1e-4)
+  # No click at the joins: sample-to-sample steps stay small around both borders.
+  for edge in (1.0, 2.0):
+    seg = bass[int((edge - 0.1) * SR):int((edge + 0.1) * SR)]
+    assert np.max(np.abs(np.diff(seg))) < 0.2

@@ -47,7 +47,8 @@ data: $(STAMP)
 # Retrains the bundled demo model from scratch on `make data` (see experiments/demo/README.md).
 demo-train: $(STAMP)
 	$(BIN)/python -m bassgen.main --config=configs/autoencoder.py:demo --workdir=runs/ae_demo
-	rm -rf experiments/demo/autoencoder && cp -r runs/ae_demo/export experiments/demo/autoencoder
+	$(BIN)/python -m bassgen.main --config=configs/ldm.py:demo --workdir=runs/ldm_demo
+	$(BIN)/bassgen bundle --autoencoder runs/ae_demo --ldm runs/ldm_demo --out experiments/demo
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_autoencoder.py --config configs/autoencoder.py:paper

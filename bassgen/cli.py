@@ -11,6 +11,7 @@ COMMANDS = {
     "reconstruct": ("bassgen.commands.reconstruct", "pass audio through the autoencoder"),
     "train": ("bassgen.commands.train", "train a model from a config"),
     "info": ("bassgen.commands.info", "shapes and parameter counts of a config"),
+    "bundle": ("bassgen.commands.bundle", "pack trained models into a small inference bundle"),
     "render": ("bassgen.data.render", "render synthetic multitrack songs and Bach chorales"),
     "prepare": ("bassgen.data.prepare", "turn a stem dataset into training shards"),
     "eval": ("bassgen.commands.evaluate", "score generated stems against a dataset"),

@@ -1,0 +1,66 @@
+"""`bassgen bundle --autoencoder DIR --ldm DIR --out DIR`: a small inference bundle.
+
+Copies the two exports (EMA weights, configs, latent statistics) into OUT/autoencoder and OUT/ldm,
+storing the weights as float16 (half the size; they are cast back to float32 when loaded). This is
+how experiments/demo is made; `bassgen sample --checkpoint OUT` reads it.
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--autoencoder", required=True, help="autoencoder workdir or export")
+  parser.add_argument("--ldm", help="diffusion workdir or export (optional: autoencoder only)")
+  parser.add_argument("--out", required=True, help="bundle folder (its two sub-folders are replaced)")
+  parser.add_argument("--dtype", default="float16", choices=("float16", "float32"))
+
+
+def _copy(kind: str, src, dst, dtype: str) -> int:
+  import shutil  # pylint: disable=g-import-not-at-top
+
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  from bassgen import checkpointing  # pylint: disable=g-import-not-at-top
+  from bassgen.codec import find_export  # pylint: disable=g-import-not-at-top
+  from bassgen.errors import BassgenError  # pylint: disable=g-import-not-at-top
+
+  directory = find_export(src, kind)
+  meta = checkpointing.load_meta(directory)
+  if meta.get("kind") != kind:
+    raise BassgenError(f"{directory}: not a {kind} export (kind={meta.get('kind')!r})")
+  params = checkpointing.load_params(directory, _abstract(kind, meta))
+  params = jax.tree.map(lambda x: np.asarray(x).astype(dtype), params)
+  if kind == "ldm":
+    meta = dict(meta, autoencoder_checkpoint="../autoencoder")
+  if dst.exists():
+    shutil.rmtree(dst)
+  checkpointing.save_params(dst, params, meta)
+  return sum(f.stat().st_size for f in dst.rglob("*") if f.is_file())
+
+
+def _abstract(kind: str, meta: dict):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+
+  cfg = ml_collections.ConfigDict(meta["config"])
+  if kind == "autoencoder":
+    from bassgen.models.autoencoder import Autoencoder  # pylint: disable=g-import-not-at-top
+    model = nnx.eval_shape(lambda: Autoencoder(cfg.model, rngs=nnx.Rngs(0)))
+  else:
+    from bassgen.models.unet import UNet1D  # pylint: disable=g-import-not-at-top
+    model = nnx.eval_shape(lambda: UNet1D(cfg.model, rngs=nnx.Rngs(0)))
+  return nnx.to_pure_dict(nnx.state(model, nnx.Param))
+
+
+def run(args: argparse.Namespace) -> int:
+  import pathlib  # pylint: disable=g-import-not-at-top
+
+  out = pathlib.Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  total = _copy("autoencoder", args.autoencoder, out / "autoencoder", args.dtype)
+  if args.ldm:
+    total += _copy("ldm", args.ldm, out / "ldm", args.dtype)
+  print(f"wrote {out} ({total / 2**20:.1f} MiB)")
+  return 0

@@ -14,7 +14,6 @@ COMMANDS = {
     "bundle": ("bassgen.commands.bundle", "pack trained models into a small inference bundle"),
     "render": ("bassgen.data.render", "render synthetic multitrack songs and Bach chorales"),
     "prepare": ("bassgen.data.prepare", "turn a stem dataset into training shards"),
-    "eval": ("bassgen.commands.evaluate", "score generated stems against a dataset"),
 }
 
 

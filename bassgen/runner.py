@@ -19,5 +19,20 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, mode: str) -> None:
       ldm.train_and_evaluate(cfg, workdir)
     else:
       raise BassgenError(f"config kind {cfg.kind!r} cannot be trained")
+  elif mode == "sample" and cfg.kind == "ldm":
+    import argparse  # pylint: disable=g-import-not-at-top
+
+    from bassgen.commands import sample  # pylint: disable=g-import-not-at-top
+    s = cfg.sample
+    if not s.get("mix"):
+      raise BassgenError("--mode=sample needs --config.sample.mix=FILE_OR_FOLDER[,MORE]")
+    args = argparse.Namespace(
+        mix=[m for m in str(s.mix).split(",") if m], style=s.get("style") or None,
+        guidance=s.guidance_w, rescale=s.rescale_phi, ground_strength=s.ground_strength,
+        steps=s.steps, sampler=s.sampler, seed=s.seed, num_samples=s.get("num_samples", 1),
+        keep_bass=None, regenerate=None, checkpoint=s.get("checkpoint") or workdir,
+        out=s.get("out") or "samples", overwrite=bool(s.get("overwrite", False)))
+    sample.run(args)
   else:
-    raise BassgenError(f"unknown --mode {mode!r} for a {cfg.kind} config (use train)")
+    raise BassgenError(f"--mode={mode!r} does not apply to a {cfg.kind} config (autoencoder: "
+                       "train; ldm: train or sample)")

@@ -77,6 +77,13 @@ def _sample(variant: str) -> ml_collections.ConfigDict:
   s.ground_strength = 1.0  # style grounding strength λ (only with a reference bass)
   s.ground_sigma_threshold = 1.0  # grounding applies while σ > this
   s.seed = 0
+  # For `python -m bassgen.main --config=configs/ldm.py:demo --mode=sample --config.sample.mix=...`
+  s.mix = ""  # file(s) or folder, comma-separated
+  s.style = ""  # optional reference bass
+  s.out = "samples"
+  s.checkpoint = "experiments/demo"  # bundle or diffusion workdir
+  s.num_samples = 1
+  s.overwrite = False
   # Lengths are padded up to the smallest bucket that fits (then cropped back), so a new song
   # length rarely compiles again; beyond the last bucket, up to a multiple of bucket_multiple.
   if variant == "paper":
@@ -111,7 +118,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   d = config.data = ml_collections.ConfigDict()
   d.train_dir = "data/prepared/train"  # prepared audio; latents are cached in WORKDIR/latents
   d.val_dir = "data/prepared/test"
-  d.mixes_per_track = {"paper": 8, "demo": 6, "runlocal": 2}[variant]  # K random mixes per track
+  d.mixes_per_track = {"paper": 8, "demo": 4, "runlocal": 2}[variant]  # K random mixes per track
   d.gain_db_range = (-9.0, 3.0)
   d.silence_threshold_db = -50.0  # crops whose bass is quieter on average are redrawn
   d.num_val_examples = {"paper": 256, "demo": 64, "runlocal": 8}[variant]
@@ -120,7 +127,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.crop_frames = {"paper": 256, "demo": 128, "runlocal": 32}[variant]
   t.batch_size = {"paper": 64, "demo": 16, "runlocal": 8}[variant]
   t.num_steps = {"paper": 400_000, "demo": 12_000, "runlocal": 4}[variant]
-  t.max_minutes = {"paper": 0.0, "demo": 50.0, "runlocal": 0.0}[variant]
+  t.max_minutes = {"paper": 0.0, "demo": 38.0, "runlocal": 0.0}[variant]
   t.log_every = {"paper": 100, "demo": 50, "runlocal": 1}[variant]
   t.eval_every = {"paper": 5000, "demo": 1000, "runlocal": 2}[variant]
   t.ckpt_every = {"paper": 5000, "demo": 1000, "runlocal": 2}[variant]

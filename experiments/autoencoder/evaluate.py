@@ -62,10 +62,14 @@ def main() -> None:
              "seconds_per_track": args.seconds, "sample_rate": sr, "results": {}}
   for name, per_stem in scores.items():
     summary["results"][name] = {
-        stem: {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
+        stem: {**{k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]},
+               **{f"{k}_median": float(np.nanmedian([r[k] for r in rows])) for k in rows[0]},
+               "count": len(rows)}
         for stem, rows in per_stem.items() if rows}
   text = json.dumps(summary, indent=2)
   print(text)
+  for name, per_stem in summary["results"].items():
+    print(name, {stem: round(v["log_mel_l1_db"], 2) for stem, v in per_stem.items()})
   if args.out:
     pathlib.Path(args.out).write_text(text + "\n")
 

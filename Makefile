@@ -8,6 +8,8 @@ EXTRAS ?= dev
 MIX   ?= experiments/demo/inputs
 OUT   ?= samples
 CKPT  ?= experiments/demo
+STYLE ?=
+SAMPLE_ARGS ?=
 
 .PHONY: install test test-slow sample data demo-train bench clean-venv
 
@@ -25,15 +27,10 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/pytest -q -m slow
 
-# Until the diffusion model lands, the main job runs the demo input through the bundled autoencoder.
+# The main job: a bass stem for each bundled demo mix (or MIX=...), with the bundled demo model.
+# It replaces its own earlier outputs in $(OUT); set STYLE=ref.wav for timbre grounding.
 sample: $(STAMP)
-	@mkdir -p $(OUT)
-	@for f in $(MIX)/*.flac $(MIX)/*.wav; do \
-	  [ -f "$$f" ] || continue; \
-	  n=$$(basename "$${f%.*}"); \
-	  $(BIN)/bassgen reconstruct "$$f" "$(OUT)/$$n.reconstructed.wav" --checkpoint $(CKPT) --overwrite || exit 1; \
-	done
-	@echo "results are in $(OUT)/"
+	$(BIN)/bassgen sample $(MIX) --checkpoint $(CKPT) --out $(OUT) --overwrite $(if $(STYLE),--style $(STYLE)) $(SAMPLE_ARGS)
 
 # Synthetic multitrack data for the demo models (about 10 minutes on 2 cores).
 data: $(STAMP)

@@ -117,3 +117,15 @@ def test_encode_length_and_normalisation(codec):
   assert z.shape == (6, codec.latent_channels)
   y = codec.decode(z, len(wav))
   assert y.shape == wav.shape
+
+
+def test_latents_are_clipped_and_edges_faded(codec):
+  from bassgen import codec as codec_lib
+  rng = np.random.default_rng(1)
+  wav = rng.standard_normal(codec.samples_per_latent * 4).astype(np.float32)
+  z_raw = codec.encode(wav, normalize=False)
+  narrow = Codec(codec.cfg, codec.params, z_raw.mean(0), np.full(z_raw.shape[1], 1e-3, np.float32))
+  z = narrow.encode(wav)  # normalised by a tiny std: far outside the clip without it
+  assert np.abs(z).max() <= codec_lib.LATENT_CLIP + 1e-3
+  faded = codec_lib.fade_edges(np.ones(1000, np.float32), 100)
+  assert faded[0] < 0.01 and faded[-1] < 0.01 and np.all(faded[100:900] == 1.0)

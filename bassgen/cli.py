@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   module_name, text = COMMANDS[name]
   from bassgen.errors import BassgenError  # pylint: disable=g-import-not-at-top
+  if name != "train":  # library chatter (e.g. Orbax opening a read-only export) is not for users
+    import logging  # pylint: disable=g-import-not-at-top
+    logging.getLogger("absl").setLevel(logging.ERROR)
   try:
     module = importlib.import_module(module_name)
   except ModuleNotFoundError as e:

@@ -85,7 +85,7 @@ def test_bad_file_is_skipped_counted_and_listed(tmp_path, kind):
   on_disk = json.loads((tmp_path / "out" / "index.json").read_text())
   assert on_disk["skipped"] == index["skipped"]
   # Warned while running, and listed again in the final summary.
-  assert f"WARNING" in log and log.count(bad.name) >= 2
+  assert "WARNING" in log and log.count(bad.name) >= 2
   assert log.splitlines()[-1].startswith(f"  skipped '{bad.name}'")
   assert not list((tmp_path / "out" / "tracks").glob(f"{bad.name}*"))
 

@@ -1,8 +1,6 @@
 """`bassgen sample`: what a musician runs. Runs on a bundle of runlocal models with random weights
 (the behaviour under test does not depend on training)."""
-import json
 import pathlib
-import wave
 
 import jax
 import numpy as np

@@ -93,22 +93,30 @@ class Codec:
   def num_latent_frames(self, num_samples: int) -> int:
     return -(-num_samples // self.samples_per_latent)
 
-  def encode(self, wav_S: np.ndarray, *, normalize: bool = True) -> np.ndarray:
-    """Latents [L, C] of a mono waveform of any length (L = ceil(S / samples_per_latent))."""
+  def _prepare(self, wav_S: np.ndarray) -> tuple[np.ndarray, int]:
+    """The faded signal with `margin` latent frames of silence on both sides, and its frame count."""
     wav_S = fade_edges(np.asarray(wav_S, np.float32), int(EDGE_FADE_S * self.sample_rate))
-    spl, m, n = self.samples_per_latent, self.margin, self.chunk_frames
+    spl, m = self.samples_per_latent, self.margin
     num_frames = self.num_latent_frames(len(wav_S))
     padded = np.zeros(((num_frames + 2 * m) * spl,), np.float32)
     padded[m * spl: m * spl + len(wav_S)] = wav_S
+    return padded, num_frames
+
+  def _clip(self, z: np.ndarray) -> np.ndarray:
+    return np.clip(z, self.latent_mean - LATENT_CLIP * self.latent_std,
+                   self.latent_mean + LATENT_CLIP * self.latent_std)
+
+  def encode(self, wav_S: np.ndarray, *, normalize: bool = True) -> np.ndarray:
+    """Latents [L, C] of a mono waveform of any length (L = ceil(S / samples_per_latent))."""
+    spl, m, n = self.samples_per_latent, self.margin, self.chunk_frames
+    padded, num_frames = self._prepare(wav_S)
     starts = list(range(0, num_frames, n))
     windows = []
     for a in starts:  # chunk a covers output frames [a, a + n); its input is padded frames [a, a + n + 2m)
       w = padded[a * spl: (a + n + 2 * m) * spl]
       windows.append(np.pad(w, (0, (n + 2 * m) * spl - len(w))))
     z = self._run_chunks(self._encode, np.stack(windows))[:, m: m + n]
-    z = z.reshape(-1, self.latent_channels)[:num_frames]
-    z = np.clip(z, self.latent_mean - LATENT_CLIP * self.latent_std,
-                self.latent_mean + LATENT_CLIP * self.latent_std)
+    z = self._clip(z.reshape(-1, self.latent_channels)[:num_frames])
     return self.normalize(z) if normalize else z
 
   def decode(self, z_LxC: np.ndarray, num_samples: int | None = None, *,
@@ -129,13 +137,8 @@ class Codec:
   def one_pass(self, wav_S: np.ndarray) -> np.ndarray:
     """Reference for the chunked path: the whole (silence-padded) signal in one call."""
     spl, m = self.samples_per_latent, self.margin
-    wav_S = fade_edges(np.asarray(wav_S, np.float32), int(EDGE_FADE_S * self.sample_rate))
-    num_frames = self.num_latent_frames(len(wav_S))
-    padded = np.zeros(((num_frames + 2 * m) * spl,), np.float32)
-    padded[m * spl: m * spl + len(wav_S)] = wav_S
-    z = np.asarray(self._encode(self.params, padded[None]))[0, m: m + num_frames]
-    z = np.clip(z, self.latent_mean - LATENT_CLIP * self.latent_std,
-                self.latent_mean + LATENT_CLIP * self.latent_std)
+    padded, num_frames = self._prepare(wav_S)
+    z = self._clip(np.asarray(self._encode(self.params, padded[None]))[0, m: m + num_frames])
     zp = np.concatenate([np.zeros((m, z.shape[1]), np.float32), z,
                          np.zeros((m, z.shape[1]), np.float32)])
     wav = np.asarray(self._decode(self.params, zp[None]))[0, m * spl:]

@@ -147,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
                   "basses": [p.name for p in files["bass"]],
                   "with_bass": [p.name for p in files["with_bass"]],
                   "midi": [p.name for p in files["midi"]], "png": files["png"].name})
-    print(f"    wrote {files['bass'][0].name} (+{len(names) // len(plans) - 1} files) in "
+    count = sum(len(v) if isinstance(v, list) else 1 for v in files.values())
+    print(f"    wrote {files['bass'][0].name} (+{count - 1} files) in "
           f"{time.time() - t0:.1f} s", flush=True)
   settings = (f"checkpoint {args.checkpoint}; seed {args.seed}; guidance "
               f"{gen.cfg.sample.guidance_w if args.guidance is None else args.guidance}; "

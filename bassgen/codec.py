@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from bassgen import checkpointing
+from bassgen import checkpointing, spectral
 from bassgen.errors import BassgenError
 from bassgen.models.autoencoder import Autoencoder
 
@@ -130,6 +130,15 @@ class Codec:
     windows = np.stack([padded[a: a + n + 2 * m] for a in range(0, num_frames, n)])
     wav = self._run_chunks(self._decode, windows)[:, m * spl: (m + n) * spl].reshape(-1)
     return wav[: (num_samples or num_frames * spl)]
+
+  def chroma(self, wav_S: np.ndarray) -> np.ndarray:
+    """The pitch-class profile [L, 12] on the latent frame grid (`spectral.chroma_frames`): the
+    extra condition channels of a diffusion model with `model.mix_chroma`."""
+    wav_S = np.asarray(wav_S, np.float32)
+    # Eager (not jitted): lengths vary per song, and this is a few FFTs.
+    out = spectral.chroma_frames(jnp.asarray(wav_S[None]), self.sample_rate,
+                                 self.samples_per_latent, self.num_latent_frames(len(wav_S)))
+    return np.asarray(out[0], np.float32)
 
   def reconstruct(self, wav_S: np.ndarray) -> np.ndarray:
     return self.decode(self.encode(wav_S, normalize=False), len(wav_S), normalized=False)

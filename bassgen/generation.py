@@ -10,6 +10,7 @@ and length. Regenerating a region keeps a given bass outside it (latent inpainti
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import pathlib
 from typing import Any
@@ -20,9 +21,10 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from bassgen import checkpointing, samplers
-from bassgen.codec import Codec, find_export
+from bassgen import checkpointing, samplers, spectral
+from bassgen.codec import EDGE_FADE_S, LATENT_CLIP, Codec, fade_edges, find_export
 from bassgen.data import audio
+from bassgen.diffusion import edm
 from bassgen.errors import BassgenError
 from bassgen.models import unet
 
@@ -50,6 +52,7 @@ class BassGenerator:
     self.params = jax.device_put(params)
     self.length_multiple = unet.length_multiple(cfg.model)
     self._samplers: dict[tuple[str, int], Any] = {}
+    self._wave_fns: dict[tuple[str, int], Any] = {}
 
   @classmethod
   def load(cls, path: str | pathlib.Path) -> "BassGenerator":
@@ -91,12 +94,19 @@ class BassGenerator:
     key = (sampler, steps)
     if key not in self._samplers:
       self._samplers[key] = samplers.make_sampler(
-          self.graphdef, sigma_data=self.cfg.diffusion.sigma_data, sampler=sampler, steps=steps)
+          self.graphdef, sigma_data=self.cfg.diffusion.sigma_data, sampler=sampler, steps=steps,
+          progress=True)
     return self._samplers[key]
 
   def _full_state(self):
     model = nnx.merge(self.graphdef, self.params, self.rest)
     return nnx.state(model)
+
+  def condition(self, mix: np.ndarray, z_mix: np.ndarray) -> np.ndarray:
+    """The U-Net's condition [L, C'] for a mix at the model's rate and its normalised latent."""
+    if self.cfg.model.get("mix_chroma", False):
+      return np.concatenate([z_mix, self.codec.chroma(mix)], axis=-1)
+    return z_mix
 
   def style_of(self, style_wav: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
     z = self.codec.encode(audio.resample(style_wav, sample_rate, self.sample_rate))
@@ -105,9 +115,10 @@ class BassGenerator:
 
   def generate(self, mix_wav: np.ndarray, sample_rate: int, *, style_wav: np.ndarray | None = None,
                style_sample_rate: int | None = None, options: SampleOptions | None = None,
-               keep_bass: np.ndarray | None = None, regenerate: tuple[float, float] | None = None
-               ) -> list[np.ndarray]:
-    """`num_samples` bass waveforms at `sample_rate`, each as long as `mix_wav`."""
+               keep_bass: np.ndarray | None = None, regenerate: tuple[float, float] | None = None,
+               progress: str | None = None) -> list[np.ndarray]:
+    """`num_samples` bass waveforms at `sample_rate`, each as long as `mix_wav`. With `progress`
+    (a label), a bar on stderr shows the sampler's steps and ETA."""
     opts = options or SampleOptions()
     scfg = self._sample_cfg(opts)
     samplers._check_sampler(scfg.sampler, int(scfg.steps))  # pylint: disable=protected-access
@@ -115,7 +126,8 @@ class BassGenerator:
     mix = audio.resample(mix_wav, sample_rate, self.sample_rate)
     z_mix = self.codec.encode(mix)
     k = max(1, int(opts.num_samples))
-    cond = jnp.asarray(np.repeat(z_mix[None], k, axis=0))
+    cond = self.condition(mix, z_mix)
+    cond = jnp.asarray(np.repeat(cond[None], k, axis=0))
     style = None
     if style_wav is not None:
       mean, std = self.style_of(style_wav, style_sample_rate or sample_rate)
@@ -134,10 +146,13 @@ class BassGenerator:
       known = jnp.asarray(np.repeat(z_keep[None, : z_mix.shape[0]], k, 0))
       known_mask = jnp.asarray(np.repeat(mask[None].astype(np.float32), k, 0))
     sample_fn = self._sampler(scfg.sampler, int(scfg.steps))
-    z = samplers.generate(sample_fn, self._full_state(), cond, cfg=scfg,
-                          length_multiple=self.length_multiple, key=jax.random.key(opts.seed),
-                          style=style, known_BxTxC=known, known_mask_BxT=known_mask)
-    z = np.asarray(z)
+    bar = (samplers.progress_bar(int(scfg.steps), progress) if progress
+           else contextlib.nullcontext())
+    with bar:
+      z = samplers.generate(sample_fn, self._full_state(), cond, cfg=scfg,
+                            length_multiple=self.length_multiple, key=jax.random.key(opts.seed),
+                            style=style, known_BxTxC=known, known_mask_BxT=known_mask)
+      z = np.asarray(z)
     outs = []
     for i in range(k):
       bass = self.codec.decode(z[i], len(mix))
@@ -147,6 +162,83 @@ class BassGenerator:
         bass = _crossfade_region(keep_bass[:n], bass, sample_rate, regenerate)
       outs.append(bass.astype(np.float32))
     return outs
+
+  def wave_to_wave(self, mix_wav: np.ndarray, sample_rate: int, *,
+                   options: SampleOptions | None = None) -> np.ndarray:
+    """The whole path as ONE jitted function per length bucket: encode → sample → decode.
+
+    Returns [num_samples, len(mix_wav)] bass waveforms at `sample_rate`. The mix is resampled,
+    faded at its edges and padded with silence to a length bucket on the host; everything else
+    (autoencoder, chroma, guided sampling, decoder) runs inside `make_wave_to_wave`'s jit. The
+    codec works in one pass here, so memory grows with the length: `generate` (chunked codec)
+    is the path for long songs, and the CLI's.
+    """
+    opts = options or SampleOptions()
+    scfg = self._sample_cfg(opts)
+    samplers._check_sampler(scfg.sampler, int(scfg.steps))  # pylint: disable=protected-access
+    codec, spl, m = self.codec, self.codec.samples_per_latent, self.codec.margin
+    mix = audio.resample(mix_wav, sample_rate, self.sample_rate)
+    frames = codec.num_latent_frames(len(mix))
+    bucket = samplers.bucket_length(frames, scfg.bucket_multiple, scfg.buckets)
+    k = max(1, int(opts.num_samples))
+    padded = np.zeros(((bucket + 2 * m) * spl,), np.float32)
+    padded[m * spl: m * spl + len(mix)] = fade_edges(np.asarray(mix, np.float32),
+                                                     int(EDGE_FADE_S * self.sample_rate))
+    frame_mask = np.zeros((k, bucket), np.float32)
+    frame_mask[:, :frames] = 1.0
+    key = (scfg.sampler, int(scfg.steps))
+    if key not in self._wave_fns:
+      self._wave_fns[key] = make_wave_to_wave(self, scfg.sampler, int(scfg.steps))
+    bass = self._wave_fns[key](codec.params, self._full_state(),
+                               jnp.asarray(np.repeat(padded[None], k, 0)),
+                               jnp.asarray(frame_mask), jax.random.key(opts.seed),
+                               samplers.sampler_knobs(scfg))
+    bass = np.asarray(bass)[:, : len(mix)]
+    out = [audio.resample(b, self.sample_rate, sample_rate) for b in bass]
+    n = len(mix_wav)
+    return np.stack([np.pad(b, (0, max(0, n - len(b))))[:n] for b in out]).astype(np.float32)
+
+
+def make_wave_to_wave(gen: BassGenerator, sampler: str, steps: int) -> Any:
+  """`fn(ae_params, ldm_state, mix_BxS, frame_mask_BxT, key, knobs) -> bass_BxS`, jitted.
+
+  `mix_BxS` is the mix at the model's rate with `codec.margin` latent frames of silence before
+  it and after the bucket (T = frame_mask's length frames in between, zero-padded); the output
+  starts at the mix's first sample. Compiles once per (bucket, batch); weights, knobs and key are
+  arguments, so changing them never recompiles.
+  """
+  codec, cfg = gen.codec, gen.cfg
+  spl, m = codec.samples_per_latent, codec.margin
+  mean, std = jnp.asarray(codec.latent_mean), jnp.asarray(codec.latent_std)
+  chroma = cfg.model.get("mix_chroma", False)
+  sampler_cfg = {"sampler": sampler, "steps": steps}
+
+  def run(ae_params, ldm_state, mix_BxS, frame_mask_BxT, key, knobs):
+    t = frame_mask_BxT.shape[1]
+    ae = nnx.merge(codec.graphdef, ae_params)
+    z = ae.encode(mix_BxS)[:, m: m + t]
+    z = jnp.clip(z, mean - LATENT_CLIP * std, mean + LATENT_CLIP * std)
+    cond = (z - mean) / std
+    if chroma:
+      cond = jnp.concatenate([cond, spectral.chroma_frames(
+          mix_BxS[:, m * spl:], codec.sample_rate, spl, t, frame_mask_BxT)], axis=-1)
+    states = ldm_state if isinstance(ldm_state, tuple) else (ldm_state,)
+    model = nnx.merge(gen.graphdef, *states)
+    model.eval()
+
+    def denoise_fn(x, sigma, c, cond_mask, frame_mask_BxT=None):
+      return edm.precondition(model, x, sigma, c, cond_mask, cfg.diffusion.sigma_data,
+                              frame_mask_BxT)
+
+    z_bass = samplers.sample(denoise_fn, cond, key, cfg=dict(knobs, **sampler_cfg),
+                             frame_mask_BxT=frame_mask_BxT, latent_channels=model.latent_channels)
+    z_bass = z_bass * std + mean
+    b = z_bass.shape[0]
+    silence = jnp.zeros((b, m, z_bass.shape[-1]), z_bass.dtype)
+    wav = ae.decode(jnp.concatenate([silence, z_bass, silence], axis=1))
+    return wav[:, m * spl: (m + t) * spl]
+
+  return jax.jit(run)
 
 
 def _crossfade_region(kept: np.ndarray, new: np.ndarray, sample_rate: int,

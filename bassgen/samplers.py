@@ -15,7 +15,8 @@ Typical use (the CLI does this):
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+import contextlib
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +30,29 @@ KNOBS = ("sigma_min", "sigma_max", "rho", "guidance_w", "rescale_phi", "ground_s
 _EPS = 1e-12
 
 DenoiseFn = Callable[..., jax.Array]
+
+# Progress of a running sampler: samplers made with `progress=True` report each step from inside
+# the jitted loop (a host callback); the innermost `progress_bar` context counts them.
+_BARS: list[Any] = []
+
+
+def _on_step(*_) -> None:
+  if _BARS:
+    _BARS[-1].update(1)
+
+
+@contextlib.contextmanager
+def progress_bar(total: int, desc: str) -> Iterator[Any]:
+  """A tqdm bar (steps and ETA, on stderr) that counts the steps of `progress=True` samplers."""
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+
+  bar = tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True)
+  _BARS.append(bar)
+  try:
+    yield bar
+  finally:
+    _BARS.remove(bar)
+    bar.close()
 
 
 def karras_sigmas(steps: int, sigma_min: Any, sigma_max: Any, rho: Any) -> jax.Array:
@@ -107,13 +131,16 @@ def _check_sampler(sampler: str, steps: int) -> None:
 def sample(denoise_fn: DenoiseFn, cond_BxTxC: jax.Array, key: jax.Array, *, cfg: Mapping,
            style_mean_BxC: jax.Array | None = None, style_std_BxC: jax.Array | None = None,
            known_BxTxC: jax.Array | None = None, known_mask_BxT: jax.Array | None = None,
-           frame_mask_BxT: jax.Array | None = None) -> jax.Array:
-  """Draws target latents for the mix latents `cond_BxTxC`; jit-friendly.
+           frame_mask_BxT: jax.Array | None = None, latent_channels: int | None = None,
+           progress: bool = False) -> jax.Array:
+  """Draws target latents for the condition `cond_BxTxC` (the mix latents, plus any extra
+  condition channels: then give the target's `latent_channels`); jit-friendly.
 
   `cfg` maps 'sampler' and 'steps' (Python values) and the KNOBS (Python or traced scalars).
   Style grounding runs while σ > ground_sigma_threshold if style stats are given. With
   `known_BxTxC` and `known_mask_BxT` (1 = keep), after every step the known frames are replaced by
-  the known latent noised to the new σ, so the output reproduces them exactly.
+  the known latent noised to the new σ, so the output reproduces them exactly. With `progress`,
+  every step reports to the innermost `progress_bar` (`steps` ticks per call).
   """
   sampler, steps = cfg["sampler"], int(cfg["steps"])
   _check_sampler(sampler, steps)
@@ -140,11 +167,14 @@ def sample(denoise_fn: DenoiseFn, cond_BxTxC: jax.Array, key: jax.Array, *, cfg:
     return jnp.where(known_mask_BxT[:, :, None] > 0, noisy, x)
 
   k_init, k_paste = jax.random.split(key)
-  x = jax.random.normal(k_init, cond_BxTxC.shape, jnp.float32) * sigmas[0]
+  shape = cond_BxTxC.shape[:2] + (latent_channels or cond_BxTxC.shape[2],)
+  x = jax.random.normal(k_init, shape, jnp.float32) * sigmas[0]
   x = paste_known(x, sigmas[0], jax.random.fold_in(k_paste, steps))
 
   def body(i, carry):
     x, d_prev = carry
+    if progress:
+      jax.debug.callback(_on_step, i)
     s, s_next = sigmas[i], sigmas[i + 1]
     d = denoise(x, s)
     if sampler == "euler":
@@ -166,6 +196,8 @@ def sample(denoise_fn: DenoiseFn, cond_BxTxC: jax.Array, key: jax.Array, *, cfg:
   x, _ = jax.lax.fori_loop(0, steps - 1, body, (x, jnp.zeros_like(x)))
   # The last step goes to σ = 0, where every sampler returns the denoised estimate.
   x = denoise(x, sigmas[steps - 1])
+  if progress:
+    jax.debug.callback(_on_step, steps - 1)
   return paste_known(x, 0.0, k_paste)
 
 
@@ -174,15 +206,16 @@ def sampler_knobs(cfg: Mapping) -> dict[str, jax.Array]:
   return {name: jnp.asarray(cfg[name], jnp.float32) for name in KNOBS}
 
 
-def make_sampler(model_graphdef: Any, *, sigma_data: float, sampler: str, steps: int
-                 ) -> Callable[..., jax.Array]:
+def make_sampler(model_graphdef: Any, *, sigma_data: float, sampler: str, steps: int,
+                 progress: bool = False) -> Callable[..., jax.Array]:
   """A jitted `fn(state, cond_BxTxC, key, knobs, style_mean_BxC=None, style_std_BxC=None,
   known_BxTxC=None, known_mask_BxT=None, frame_mask_BxT=None) -> z_BxTxC`.
 
   `state` is the NNX state of `nnx.split(model)` (model weights or their EMA), or the tuple of
   states of a filtered split such as `nnx.split(model, nnx.Param, ...)` (plain dicts work too);
   `knobs` is `sampler_knobs(cfg.sample)`. Calls with the same shapes (and the same set of
-  optional inputs) reuse one compilation whatever the weights, key or knob values.
+  optional inputs) reuse one compilation whatever the weights, key or knob values. With
+  `progress`, each step ticks the innermost `progress_bar`.
   """
   from bassgen.diffusion import edm
   from flax import nnx
@@ -200,7 +233,8 @@ def make_sampler(model_graphdef: Any, *, sigma_data: float, sampler: str, steps:
     return sample(denoise_fn, cond_BxTxC, key, cfg=dict(knobs, sampler=sampler, steps=steps),
                   style_mean_BxC=style_mean_BxC, style_std_BxC=style_std_BxC,
                   known_BxTxC=known_BxTxC, known_mask_BxT=known_mask_BxT,
-                  frame_mask_BxT=frame_mask_BxT)
+                  frame_mask_BxT=frame_mask_BxT, latent_channels=model.latent_channels,
+                  progress=progress)
 
   return jax.jit(run)
 
@@ -254,5 +288,5 @@ def generate(sample_fn: Callable[..., jax.Array], state: Any, cond_BxTxC: jax.Ar
   return z[:, :t]
 
 
-__all__ = ["SAMPLERS", "KNOBS", "karras_sigmas", "guidance_combine", "guided_denoiser", "ground",
+__all__ = ["SAMPLERS", "KNOBS", "progress_bar", "karras_sigmas", "guidance_combine", "guided_denoiser", "ground",
            "style_stats", "sample", "sampler_knobs", "make_sampler", "bucket_length", "generate"]

@@ -96,3 +96,56 @@ def mel_power(x_BxS: jax.Array, sample_rate: int, n_fft: int, hop: int, n_mels: 
   """Mel power spectrogram [B, T, n_mels] (librosa.feature.melspectrogram, power 2)."""
   mag2 = jnp.abs(stft(x_BxS, n_fft, hop)) ** 2
   return mag2 @ jnp.asarray(mel_filterbank(sample_rate, n_fft, n_mels))
+
+
+CHROMA_FMIN = 55.0  # A1: below it a bin is wider than a semitone at the FFT sizes used here
+CHROMA_FMAX = 2000.0
+
+
+@functools.lru_cache(maxsize=None)
+def chroma_filterbank(sample_rate: int, n_fft: int, fmin: float = CHROMA_FMIN,
+                      fmax: float = CHROMA_FMAX) -> np.ndarray:
+  """[bins, 12] weights from STFT power to pitch-class energy (C = 0).
+
+  Each bin between fmin and fmax shares its power between the two nearest pitch classes, linearly
+  in its fractional MIDI number; bins outside the band get no weight.
+  """
+  freqs = np.arange(n_fft // 2 + 1) * sample_rate / n_fft
+  fb = np.zeros((freqs.size, 12), np.float32)
+  band = (freqs >= fmin) & (freqs <= min(fmax, sample_rate / 2))
+  midi = 69.0 + 12.0 * np.log2(freqs[band] / 440.0)
+  lo = np.floor(midi)
+  frac = midi - lo
+  rows = np.nonzero(band)[0]
+  np.add.at(fb, (rows, lo.astype(int) % 12), 1.0 - frac)
+  np.add.at(fb, (rows, (lo.astype(int) + 1) % 12), frac)
+  return fb
+
+
+def chroma_frames(x_BxS: jax.Array, sample_rate: int, hop: int, num_frames: int,
+                  frame_mask_BxT: jax.Array | None = None) -> jax.Array:
+  """Pitch-class profile per frame of `hop` samples, [B, num_frames, 12], each row summing to ≤ 1.
+
+  Frame t summarises samples [t·hop, (t+1)·hop) (a window of 4·hop centred on that span), so it
+  lines up with latent frame t of an autoencoder with `hop` samples per latent frame. Rows are
+  the pitch-class shares of the frame's energy; frames much quieter than the clip's average fade
+  towards zero instead of amplifying noise. Invariant to the clip's gain. `frame_mask_BxT`
+  (1 = real frame) keeps padding out of the clip's average.
+  """
+  n_fft = 4 * hop
+  x = x_BxS[..., hop // 2:]  # centre STFT frame t on the middle of latent frame t
+  power = jnp.abs(stft(x, n_fft, hop)) ** 2
+  energy = power @ jnp.asarray(chroma_filterbank(sample_rate, n_fft))
+  t = energy.shape[-2]
+  if t < num_frames:
+    energy = jnp.pad(energy, [(0, 0)] * (energy.ndim - 2) + [(0, num_frames - t), (0, 0)])
+  energy = energy[..., :num_frames, :]
+  total = jnp.sum(energy, axis=-1, keepdims=True)
+  if frame_mask_BxT is None:
+    mean = jnp.mean(total, axis=-2, keepdims=True)
+  else:
+    w = frame_mask_BxT[..., None].astype(total.dtype)
+    mean = jnp.sum(total * w, axis=-2, keepdims=True) / jnp.maximum(
+        jnp.sum(w, axis=-2, keepdims=True), 1.0)
+  floor = 1e-3 * mean + 1e-12
+  return energy / jnp.maximum(total, floor)

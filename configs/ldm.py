@@ -20,6 +20,9 @@ def _model(variant: str) -> ml_collections.ConfigDict:
   m = ml_collections.ConfigDict()
   m.position = "dpb"  # 'dpb' (paper) | 'sinusoidal' (absolute positions at the input) | 'none'
   m.kernel_size = 3
+  # Condition = the mix latent (the paper), plus with `mix_chroma` the mix's 12-bin pitch-class
+  # profile per latent frame (computed from the mix waveform; experiments/ldm/README.md).
+  m.mix_chroma = variant != "paper"
   m.dpb_depth = 2  # hidden layers of the DPB MLP
   m.dtype = "bfloat16" if variant == "paper" else "float32"  # compute dtype; parameters are f32
   if variant == "paper":

@@ -121,8 +121,9 @@ def test_unet_learns_to_use_the_mix():
   model = unet.UNet1D(config.model, rngs=nnx.Rngs(0))
   opt = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
   dcfg = config.diffusion
-  cond = jax.random.normal(jax.random.key(0), (16, 32, config.model.latent_channels))
-  target = jnp.flip(cond, axis=-1)
+  c = config.model.latent_channels
+  cond = jax.random.normal(jax.random.key(0), (16, 32, unet.cond_channels(config.model)))
+  target = jnp.flip(cond[..., :c], axis=-1)
 
   @nnx.jit
   def step(model, opt, key):

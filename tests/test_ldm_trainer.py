@@ -11,6 +11,7 @@ from bassgen import sharding
 from bassgen.codec import Codec
 from bassgen.config_loading import load_config
 from bassgen.data import latents, prepare
+from bassgen.models import unet
 from bassgen.trainers import autoencoder as ae_trainer
 from bassgen.trainers import ldm as trainer
 from test_sources import write_folder_tree
@@ -33,7 +34,9 @@ def _batch(cfg, n=8, seed=0):
   rng = np.random.default_rng(seed)
   shape = (n, cfg.train.crop_frames, cfg.model.latent_channels)
   mix = rng.standard_normal(shape).astype(np.float32)
-  return {"mix": mix, "target": (0.8 * mix + 0.2 * rng.standard_normal(shape)).astype(np.float32)}
+  chroma = rng.uniform(0, 1, shape[:2] + (unet.cond_channels(cfg.model) - shape[2],))
+  return {"mix": np.concatenate([mix, chroma.astype(np.float32)], -1),
+          "target": (0.8 * mix + 0.2 * rng.standard_normal(shape)).astype(np.float32)}
 
 
 def _one_step(cfg, mesh):
@@ -108,6 +111,14 @@ def test_latent_cache_matches_codec_and_pipeline_resumes(autoencoder_export, tmp
     np.testing.assert_array_equal(w["mix"], g["mix"])
     np.testing.assert_array_equal(w["target"], g["target"])
   assert want[0]["mix"].shape == (2, 8, codec.latent_channels)
+  # With the chroma condition, 'mix' carries the mix's pitch-class profile after its latent.
+  crop = latents.LatentCrop(tmp_path / "lat", crop_frames=8, silence_threshold_db=None,
+                            with_chroma=True)
+  rec_c = crop.record(0)
+  assert rec_c["mix"].shape[-1] == codec.latent_channels + 12
+  np.testing.assert_array_equal(rec_c["mix"][:, :codec.latent_channels], rec["mix"])
+  assert np.all(rec_c["mix"][:, codec.latent_channels:] >= 0)
+  assert np.all(rec_c["mix"][:, codec.latent_channels:].sum(-1) <= 1.0 + 1e-2)
 
 
 def test_end_to_end_tiny_run(autoencoder_export, tmp_path):

@@ -158,3 +158,39 @@ def test_regenerate_keeps_bass_outside_region(bundle, tmp_path, capsys):
   for edge in (1.0, 2.0):
     seg = bass[int((edge - 0.1) * SR):int((edge + 0.1) * SR)]
     assert np.max(np.abs(np.diff(seg))) < 0.2
+
+
+def test_wave_to_wave_is_one_jitted_function_that_matches_generate(bundle, monkeypatch):
+  """encode → sample → decode inside one jit gives the chunked path's bass; one trace per bucket."""
+  import chex
+  from bassgen import generation
+  gen = generation.BassGenerator.load(bundle)
+  n = 32 * gen.codec.samples_per_latent  # exactly one length bucket: no padding to differ on
+  t = np.arange(n) / gen.sample_rate
+  mix = (0.3 * np.sin(2 * np.pi * 110 * t) * (1 + np.sin(2 * np.pi * 2 * t))).astype(np.float32)
+  opts = generation.SampleOptions(steps=4, seed=1, num_samples=2)
+  chunked = np.stack(gen.generate(mix, gen.sample_rate, options=opts))
+  chex.clear_trace_counter()
+  monkeypatch.setattr(generation.samplers, "sample",
+                      chex.assert_max_traces(generation.samplers.sample, n=1))
+  one = gen.wave_to_wave(mix, gen.sample_rate, options=opts)
+  assert one.shape == chunked.shape == (2, n)
+  rel = np.linalg.norm(one - chunked) / np.linalg.norm(chunked)
+  assert rel < 0.02, rel
+  # Another seed and a shorter mix in the same bucket reuse the compiled function.
+  other = gen.wave_to_wave(mix[: n - 3000], gen.sample_rate,
+                           options=generation.SampleOptions(steps=4, seed=2, num_samples=2))
+  assert other.shape == (2, n - 3000) and np.all(np.isfinite(other))
+
+
+def test_progress_bar_counts_sampler_steps(bundle, capsys):
+  from bassgen import generation
+  gen = generation.BassGenerator.load(bundle)
+  mix = np.random.default_rng(0).standard_normal(gen.sample_rate).astype(np.float32) * 0.1
+  with generation.samplers.progress_bar(5, "outer") as outer:
+    gen.generate(mix, gen.sample_rate, options=generation.SampleOptions(steps=5))
+  assert outer.n == 5  # each step of the jitted loop reported once
+  gen.generate(mix, gen.sample_rate, options=generation.SampleOptions(steps=5),
+               progress="song: sampling")
+  err = capsys.readouterr().err
+  assert "song: sampling" in err and "/5 [" in err

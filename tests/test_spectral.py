@@ -46,3 +46,18 @@ def test_mel_matches_librosa():
   ref = librosa.feature.melspectrogram(y=x, sr=16000, n_fft=1024, hop_length=256, n_mels=80,
                                        pad_mode="constant").T
   assert _rel(ours, ref) <= 1e-4
+
+
+def test_chroma_frames_name_the_chord_and_ignore_gain():
+  sr, hop = 16000, 1024
+  t = np.arange(2 * sr) / sr
+  # An A major triad (A2, C#3, E3) for one second, then silence.
+  chord = sum(0.2 * np.sin(2 * np.pi * f * t) for f in (110.0, 138.59, 164.81))
+  x = np.where(t < 1.0, chord, 0.0).astype(np.float32)
+  c = np.asarray(spectral.chroma_frames(x[None], sr, hop, 31))[0]
+  assert c.shape == (31, 12)
+  assert set(np.argsort(c[8])[-3:]) == {9, 1, 4}  # A, C#, E
+  assert abs(c[8].sum() - 1.0) < 1e-3
+  assert np.all(c[20:] < 1e-3)  # silence gives an empty profile, not amplified noise
+  loud = np.asarray(spectral.chroma_frames(10.0 * x[None], sr, hop, 31))[0]
+  np.testing.assert_allclose(loud, c, atol=1e-5)

@@ -43,10 +43,11 @@ def _tiny_cfg(position="dpb"):
   return cfg
 
 
-def _inputs(b, t, c, seed=0):
+def _inputs(b, t, cfg, seed=0):
+  """(noisy latent, σ, condition, condition mask) for a U-Net of model config `cfg`."""
   k1, k2 = jax.random.split(jax.random.key(seed))
-  return (jax.random.normal(k1, (b, t, c)), jnp.full((b,), 0.7), jax.random.normal(k2, (b, t, c)),
-          jnp.ones((b,)))
+  return (jax.random.normal(k1, (b, t, cfg.latent_channels)), jnp.full((b,), 0.7),
+          jax.random.normal(k2, (b, t, unet.cond_channels(cfg))), jnp.ones((b,)))
 
 
 def test_paper_model_is_in_the_published_size_class():
@@ -68,7 +69,7 @@ def test_runs_at_1x_to_8x_the_training_length_with_finite_output():
   train_len = 32
   outs = []
   for factor in (1, 2, 4, 8):
-    x, s, c, cm = _inputs(2, train_len * factor, cfg.latent_channels, seed=factor)
+    x, s, c, cm = _inputs(2, train_len * factor, cfg, seed=factor)
     y = _forward(model, x, s, c, cm)
     assert y.shape == x.shape
     assert bool(jnp.all(jnp.isfinite(y)))
@@ -122,7 +123,7 @@ def test_sinusoidal_ablation_sees_absolute_position():
     cfg = _tiny_cfg(position)
     cfg.attn_levels = ()  # attention only in the middle block
     model = _randomise(_build(cfg))
-    x, s, c, cm = _inputs(1, 128, cfg.latent_channels)
+    x, s, c, cm = _inputs(1, 128, cfg)
     # A periodic input: one period (16 frames) later, the interior looks the same.
     x, c = jnp.tile(x[:, :16], (1, 8, 1)), jnp.tile(c[:, :16], (1, 8, 1))
     y = _forward(model, x, s, c, cm)
@@ -133,7 +134,7 @@ def test_sinusoidal_ablation_sees_absolute_position():
 def test_null_condition_ignores_the_mix():
   cfg = _tiny_cfg()
   model = _randomise(_build(cfg))
-  x, s, c, _ = _inputs(2, 32, cfg.latent_channels)
+  x, s, c, _ = _inputs(2, 32, cfg)
   other = jax.random.normal(jax.random.key(5), c.shape)
   null, present = jnp.zeros((2,)), jnp.ones((2,))
   np.testing.assert_array_equal(_forward(model, x, s, c, null), _forward(model, x, s, other, null))
@@ -154,7 +155,7 @@ def test_dropout_is_driven_by_the_given_key_and_off_in_eval_mode():
   cfg = _tiny_cfg()
   cfg.dropout = 0.5
   model = _randomise(_build(cfg))
-  x, s, c, cm = _inputs(2, 32, cfg.latent_channels)
+  x, s, c, cm = _inputs(2, 32, cfg)
   fwd = nnx.jit(lambda m, k: m(x, s, c, cm, dropout_key=k))
   k1, k2 = jax.random.key(1), jax.random.key(2)
   np.testing.assert_array_equal(fwd(model, k1), fwd(model, k1))
@@ -170,7 +171,7 @@ def test_bfloat16_compute_matches_float32():
   cfg16.dtype = "bfloat16"
   model16 = _build(cfg16)
   nnx.update(model16, nnx.state(model, nnx.Param))
-  x, s, c, cm = _inputs(2, 32, cfg.latent_channels)
+  x, s, c, cm = _inputs(2, 32, cfg)
   y, y16 = _forward(model, x, s, c, cm), _forward(model16, x, s, c, cm)
   assert y16.dtype == jnp.float32
   rel = float(jnp.abs(y16 - y).mean() / jnp.abs(y).mean())
@@ -180,7 +181,7 @@ def test_bfloat16_compute_matches_float32():
 def test_bad_length_and_bad_position_raise_clear_errors():
   cfg = _tiny_cfg()
   model = _build(cfg)
-  x, s, c, cm = _inputs(1, 33, cfg.latent_channels)
+  x, s, c, cm = _inputs(1, 33, cfg)
   with pytest.raises(BassgenError, match="multiple of 2"):
     model(x, s, c, cm)
   cfg.position = "rope"

@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     basses = gen.generate(wav, sr, style_wav=None if style is None else style[0],
                           style_sample_rate=None if style is None else style[1], options=opts,
                           keep_bass=None if keep is None else audio.resample(keep[0], keep[1], sr),
-                          regenerate=region)
+                          regenerate=region, progress=f"    {name}: sampling")
     audio.save_audio(files["mix"], wav, sr, overwrite=args.overwrite)
     track = None
     for j, bass in enumerate(basses):

@@ -2,7 +2,8 @@
 
 `cache_latents` encodes a prepared dataset once with a trained autoencoder: for every track, K
 random mixes (a random subset of the non-target stems with random gains: the pipeline's mixing
-rule, over the whole track) and the target stem. Latents are normalised with the autoencoder's
+rule, over the whole track) and the target stem, plus each mix's pitch-class profile on the
+latent frame grid (`Codec.chroma`, the extra condition of `model.mix_chroma`). Latents are normalised with the autoencoder's
 statistics and stored as float16 in one ArrayRecord file per track (written under a temporary name
 and renamed; a re-run skips finished tracks), plus `latents.json`.
 
@@ -15,6 +16,7 @@ import io
 import json
 import os
 import pathlib
+import threading
 from typing import Any, Sequence
 
 import numpy as np
@@ -26,17 +28,26 @@ from bassgen.errors import BassgenError
 INDEX_NAME = "latents.json"
 
 
-def _encode_record(mix_LxC: np.ndarray, target_LxC: np.ndarray, level_L: np.ndarray) -> bytes:
+def _encode_record(mix_LxC: np.ndarray, target_LxC: np.ndarray, level_L: np.ndarray,
+                   chroma_Lx12: np.ndarray) -> bytes:
   buf = io.BytesIO()
   np.savez(buf, mix=mix_LxC.astype(np.float16), target=target_LxC.astype(np.float16),
-           level=level_L.astype(np.float32))
+           level=level_L.astype(np.float32), chroma=chroma_Lx12.astype(np.float16))
   return buf.getvalue()
 
 
+# numpy parses .npy headers with ast.literal_eval, which CPython 3.11 does not make thread-safe
+# ("SystemError: AST constructor recursion depth mismatch" under Grain's reader threads).
+_NPZ_LOCK = threading.Lock()
+
+
 def decode_record(data: bytes) -> dict[str, np.ndarray]:
-  with np.load(io.BytesIO(data), allow_pickle=False) as f:
-    return {"mix": f["mix"].astype(np.float32), "target": f["target"].astype(np.float32),
-            "level": f["level"]}
+  with _NPZ_LOCK, np.load(io.BytesIO(data), allow_pickle=False) as f:
+    out = {"mix": f["mix"].astype(np.float32), "target": f["target"].astype(np.float32),
+           "level": f["level"]}
+    if "chroma" in f.files:  # caches written before the chroma condition existed lack it
+      out["chroma"] = f["chroma"].astype(np.float32)
+    return out
 
 
 def frame_levels_db(wav_S: np.ndarray, samples_per_frame: int, num_frames: int) -> np.ndarray:
@@ -75,7 +86,7 @@ def cache_latents(codec, prepared_dir: str | pathlib.Path, out_dir: str | pathli
       payloads = []
       for _ in range(mixes_per_track):
         mix_S, _ = pipeline.mix_stems(others_KxS, rng, gain_db_range)
-        payloads.append(_encode_record(codec.encode(mix_S), z_target, level))
+        payloads.append(_encode_record(codec.encode(mix_S), z_target, level, codec.chroma(mix_S)))
       tmp = path.with_name(f".{path.name}.tmp")
       writer = array_record_module.ArrayRecordWriter(str(tmp), "group_size:1")
       for p in payloads:
@@ -106,10 +117,11 @@ def read_latent_index(latent_dir: str | pathlib.Path) -> dict[str, Any]:
 
 class LatentCrop:
   """Record id -> a random crop {'mix', 'target': float32[crop_frames, C]} (bass-silent crops are
-  redrawn up to `max_tries` times)."""
+  redrawn up to `max_tries` times). With `with_chroma`, 'mix' is the condition of a
+  `model.mix_chroma` U-Net: the mix latent followed by the mix's 12 pitch-class channels."""
 
   def __init__(self, latent_dir: str | pathlib.Path, *, crop_frames: int,
-               silence_threshold_db: float | None, max_tries: int = 10):
+               silence_threshold_db: float | None, max_tries: int = 10, with_chroma: bool = False):
     self.latent_dir = pathlib.Path(latent_dir)
     index = read_latent_index(self.latent_dir)
     self.paths = [f"{self.latent_dir / t['file']}[0:{t['num_records']}]" for t in index["tracks"]]
@@ -117,6 +129,7 @@ class LatentCrop:
     self.crop_frames = int(crop_frames)
     self.silence_threshold_db = silence_threshold_db
     self.max_tries = max(1, int(max_tries))
+    self.with_chroma = bool(with_chroma)
     self._source = None
 
   def __getstate__(self):
@@ -128,7 +141,14 @@ class LatentCrop:
     if self._source is None:
       import grain  # pylint: disable=g-import-not-at-top
       self._source = grain.sources.ArrayRecordDataSource(self.paths)
-    return decode_record(self._source[int(element)])
+    rec = decode_record(self._source[int(element)])
+    if self.with_chroma:
+      if "chroma" not in rec:
+        raise BassgenError(f"{self.latent_dir}: this latent cache has no mix chroma (it predates "
+                           "model.mix_chroma). Delete the folder so the trainer rebuilds it, or "
+                           "train with --config.model.mix_chroma=False.")
+      rec["mix"] = np.concatenate([rec["mix"], rec["chroma"]], axis=-1)
+    return rec
 
   def crop(self, rec: dict[str, np.ndarray], start: int) -> dict[str, np.ndarray]:
     out = {}
@@ -155,13 +175,14 @@ class LatentCrop:
 
 def make_latent_train_dataset(latent_dir: str | pathlib.Path, *, crop_frames: int,
                               batch_size: int, seed: int, silence_threshold_db: float | None = -50.0,
-                              shard_index: int | None = None, shard_count: int | None = None):
+                              shard_index: int | None = None, shard_count: int | None = None,
+                              with_chroma: bool = False):
   """Infinite shuffled batches {'mix', 'target': float32[B, crop_frames, C]} of this process."""
   import grain  # pylint: disable=g-import-not-at-top
 
   shard_index, shard_count = pipeline._shard(shard_index, shard_count)  # pylint: disable=protected-access
   cropper = LatentCrop(latent_dir, crop_frames=crop_frames,
-                       silence_threshold_db=silence_threshold_db)
+                       silence_threshold_db=silence_threshold_db, with_chroma=with_chroma)
   shard_seed = int(np.random.SeedSequence([int(seed), shard_index]).generate_state(1)[0])
   ds = grain.MapDataset.range(cropper.num_records)[shard_index::shard_count]
   ds = ds.seed(shard_seed).shuffle().repeat().random_map(cropper)
@@ -180,13 +201,14 @@ class _EvalCrop:
 
 def make_latent_eval_batches(latent_dir: str | pathlib.Path, *, crop_frames: int, batch_size: int,
                              num_examples: int, seed: int = 0,
-                             silence_threshold_db: float | None = -50.0) -> list[dict[str, np.ndarray]]:
+                             silence_threshold_db: float | None = -50.0,
+                             with_chroma: bool = False) -> list[dict[str, np.ndarray]]:
   """A fixed list of validation batches (same examples every call), for this process."""
   import grain  # pylint: disable=g-import-not-at-top
 
   shard_index, shard_count = pipeline._shard(None, None)  # pylint: disable=protected-access
   cropper = LatentCrop(latent_dir, crop_frames=crop_frames,
-                       silence_threshold_db=silence_threshold_db)
+                       silence_threshold_db=silence_threshold_db, with_chroma=with_chroma)
   total = max(batch_size * shard_count, (num_examples // (batch_size * shard_count))
               * batch_size * shard_count)
   ds = grain.MapDataset.range(total)[shard_index::shard_count].map(_EvalCrop(cropper, seed, total))

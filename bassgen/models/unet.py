@@ -1,7 +1,8 @@
 """The conditional 1-D U-Net of DESIGN.md §2 (the raw network F of EDM, before preconditioning).
 
-Input: the noisy target latent, the mix latent and a one-channel "condition present" mask,
-concatenated along channels. The null condition of classifier-free guidance is the mix latent
+Input: the noisy target latent, the condition (the mix latent, followed by the mix's 12-bin
+pitch-class profile per latent frame when `model.mix_chroma` is on) and a one-channel "condition
+present" mask, concatenated along channels. The null condition of classifier-free guidance is the mix latent
 replaced by zeros with the mask channel at 0 (`cond_mask_B = 0`), so the network always knows
 which of the two it sees, and no learned null vector is needed.
 
@@ -30,6 +31,11 @@ def length_multiple(cfg: ml_collections.ConfigDict) -> int:
   return 2 ** (len(cfg.channels) - 1)
 
 
+def cond_channels(cfg: ml_collections.ConfigDict) -> int:
+  """Channels of the condition: the mix latent (+ 12 pitch-class channels with `mix_chroma`)."""
+  return cfg.latent_channels + (12 if cfg.get("mix_chroma", False) else 0)
+
+
 def _downsample_mask(frame_mask_BxT: jax.Array | None) -> jax.Array | None:
   if frame_mask_BxT is None:
     return None
@@ -55,6 +61,7 @@ class UNet1D(nnx.Module):
       raise BassgenError(f"model.attn_levels {tuple(cfg.attn_levels)} names levels outside "
                          f"0..{levels - 1}; fix it in configs/ldm.py")
     self.latent_channels = cfg.latent_channels
+    self.cond_channels = cond_channels(cfg)
     self.position = cfg.position
     self.multiple = length_multiple(cfg)
     groups, emb_dim = cfg.norm_groups, cfg.emb_dim
@@ -74,8 +81,8 @@ class UNet1D(nnx.Module):
                                   dtype=dtype)
 
     self.noise_emb = layers.NoiseEmbedding(emb_dim, rngs=rngs)
-    self.conv_in = layers.conv(2 * cfg.latent_channels + 1, channels[0], cfg.kernel_size,
-                               rngs=rngs, dtype=dtype)
+    self.conv_in = layers.conv(cfg.latent_channels + self.cond_channels + 1, channels[0],
+                               cfg.kernel_size, rngs=rngs, dtype=dtype)
     # Down path: per level `num_blocks` (ResBlock [+ attention]); every block output is a skip.
     self.down = nnx.List()
     self.downsample = nnx.List()
@@ -119,11 +126,11 @@ class UNet1D(nnx.Module):
     """Returns F_BxTxC in float32. `dropout_key` drives dropout in training mode (each block
     folds in its own index); without it the module's own rng stream is used."""
     b, t, c = x_BxTxC.shape
-    if c != self.latent_channels or cond_BxTxC.shape != x_BxTxC.shape:
+    if c != self.latent_channels or cond_BxTxC.shape != (b, t, self.cond_channels):
       raise BassgenError(
-          f"the U-Net expects target and mix latents of shape [B, T, {self.latent_channels}], got "
-          f"{x_BxTxC.shape} and {cond_BxTxC.shape}; check that the latent cache was written by the "
-          "autoencoder named in autoencoder_checkpoint")
+          f"the U-Net expects target latents [B, T, {self.latent_channels}] and a condition "
+          f"[B, T, {self.cond_channels}], got {x_BxTxC.shape} and {cond_BxTxC.shape}; check that "
+          "the latent cache was written by the autoencoder named in autoencoder_checkpoint")
     if t % self.multiple:
       raise BassgenError(
           f"latent length {t} is not a multiple of {self.multiple}; pad it to a bucket with "

@@ -8,6 +8,7 @@ import sys
 # name -> (module with add_arguments/run, one-line help)
 COMMANDS = {
     "sample": ("bassgen.commands.sample", "generate a bass stem for mixes (the main job)"),
+    "eval": ("bassgen.commands.eval", "score generated stems against a dataset and baselines"),
     "reconstruct": ("bassgen.commands.reconstruct", "pass audio through the autoencoder"),
     "train": ("bassgen.commands.train", "train a model from a config"),
     "info": ("bassgen.commands.info", "shapes and parameter counts of a config"),

@@ -13,7 +13,8 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/NAME.py[:variant]",
                                           lock_config=False)
 _WORKDIR = flags.DEFINE_string("workdir", None, "checkpoints, logs and exports go here")
-_MODE = flags.DEFINE_string("mode", "train", "train | sample (ldm configs)")
+_MODE = flags.DEFINE_string(
+    "mode", "train", "train | sample (ldm configs) | eval (configs/eval.py)")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
                                  "call jax.distributed.initialize() (multi-host slices)")
 flags.mark_flags_as_required(["config"])

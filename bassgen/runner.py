@@ -33,6 +33,17 @@ def run(cfg: ml_collections.ConfigDict, workdir: str, mode: str) -> None:
         keep_bass=None, regenerate=None, checkpoint=s.get("checkpoint") or workdir,
         out=s.get("out") or "samples", overwrite=bool(s.get("overwrite", False)))
     sample.run(args)
+  elif mode == "eval" and cfg.kind == "eval":
+    import argparse  # pylint: disable=g-import-not-at-top
+
+    from bassgen.commands import eval as eval_command  # pylint: disable=g-import-not-at-top
+    e = cfg.eval
+    if not e.get("data") or not e.get("generated"):
+      raise BassgenError("--mode=eval needs --config.eval.data=DIR and --config.eval.generated=DIR")
+    args = argparse.Namespace(**{k: e[k] for k in e.keys()})
+    args.steps = args.steps or None
+    args.guidance = None if args.guidance <= 0 else args.guidance
+    eval_command.run(args)
   else:
     raise BassgenError(f"--mode={mode!r} does not apply to a {cfg.kind} config (autoencoder: "
-                       "train; ldm: train or sample)")
+                       "train; ldm: train or sample; eval: eval)")

@@ -2,16 +2,12 @@
 (the behaviour under test does not depend on training)."""
 import pathlib
 
-import jax
 import numpy as np
 import pytest
 import soundfile as sf
-from flax import nnx
 
 from bassgen import cli
-from bassgen.config_loading import load_config
-from bassgen.trainers import autoencoder as ae_trainer
-from bassgen.trainers import ldm as ldm_trainer
+from fixtures import make_random_bundle
 
 ROOT = pathlib.Path(__file__).parents[1]
 SR = 8000
@@ -19,15 +15,7 @@ SR = 8000
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-  base = tmp_path_factory.mktemp("bundle")
-  ae_cfg = load_config(f"{ROOT / 'configs' / 'autoencoder.py'}:runlocal")
-  params = nnx.to_pure_dict(nnx.state(ae_trainer.build_model(ae_cfg, jax.random.key(0))))
-  c = ae_cfg.model.latent_channels
-  ae_trainer.export_model(base / "autoencoder", ae_cfg, params, np.zeros(c), np.ones(c), 0)
-  cfg = load_config(f"{ROOT / 'configs' / 'ldm.py'}:runlocal")
-  model = ldm_trainer.build_model(cfg, jax.random.key(1))
-  ldm_trainer.export_model(base / "ldm", cfg, nnx.to_pure_dict(nnx.state(model, nnx.Param)), 0)
-  return base
+  return make_random_bundle(tmp_path_factory.mktemp("bundle"))
 
 
 def _mix(path, seconds=2.0, sr=SR, channels=1, seed=0):

@@ -21,6 +21,8 @@ def main() -> None:
   parser.add_argument("--tracks", type=int, default=16)
   parser.add_argument("--seconds", type=float, default=12.0)
   parser.add_argument("--out", default=None)
+  parser.add_argument("--guidance", type=float, default=None)
+  parser.add_argument("--rescale", type=float, default=None)
   args = parser.parse_args()
 
   from bassgen.data import audio
@@ -40,7 +42,8 @@ def main() -> None:
     basses.append(audio.load_audio(t / "bass.wav", sr)[0][:n])
   scores = {"generated": [], "ground_truth": [], "shuffled": []}
   for i, (mix, bass) in enumerate(zip(mixes, basses)):
-    generated = gen.generate(mix, sr, options=SampleOptions(seed=0))[0]
+    generated = gen.generate(mix, sr, options=SampleOptions(
+        seed=0, guidance=args.guidance, rescale=args.rescale))[0]
     other = basses[(i + len(basses) // 2) % len(basses)]
     for name, b in (("generated", generated), ("ground_truth", bass), ("shuffled", other)):
       scores[name].append(harmony_metrics(b, sr, mix=mix)["chord_tone_share"])

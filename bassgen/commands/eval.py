@@ -1,0 +1,102 @@
+"""`bassgen eval --data DIR --generated DIR [--reference REF] [--out report.json]`.
+
+Scores generated bass stems against a rendered or prepared dataset next to three baselines (the
+true bass through the autoencoder, shuffled pairs, silence); writes JSON, a Markdown table and a
+plot. See bassgen/evaluation/dataset.py.
+"""
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_CHECKPOINT = "experiments/demo"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--data", required=True,
+                      help="rendered folder (one folder per song with bass.wav and the other "
+                           "stems) or prepared dataset (bassgen prepare)")
+  parser.add_argument("--generated", required=True,
+                      help="folder of generated stems named <track>.bass.wav")
+  parser.add_argument("--reference", default=None,
+                      help="timbre reference: one bass recording, or a folder of <track>.wav "
+                           "(default: each track's true bass)")
+  parser.add_argument("--out", default=None,
+                      help="report JSON path (default GENERATED/report.json; .md and .png "
+                           "are written beside it)")
+  parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
+                      help="bundle or diffusion workdir: generates missing stems and supplies the "
+                           "autoencoder of the ground-truth baseline (default: the demo model)")
+  parser.add_argument("--no-generate", action="store_true",
+                      help="fail on a missing generated stem instead of generating it")
+  parser.add_argument("--seconds", type=float, default=12.0,
+                      help="score the first SECONDS of each track (0 = whole tracks)")
+  parser.add_argument("--tracks", type=int, default=0, help="score the first N tracks (0 = all)")
+  parser.add_argument("--tracker", default="auto", choices=("auto", "pyin", "swift-f0"),
+                      help="f0 tracker of the harmony metrics")
+  parser.add_argument("--embedding", default="stats",
+                      help="embedding of the distribution metric: 'stats' or module:function")
+  parser.add_argument("--guidance", type=float, default=None, help="when generating")
+  parser.add_argument("--steps", type=int, default=None, help="when generating")
+  parser.add_argument("--seed", type=int, default=0, help="when generating")
+  parser.add_argument("--overwrite", action="store_true", help="replace an existing report")
+
+
+def _reference(spec, tracks, sample_rate):
+  import pathlib  # pylint: disable=g-import-not-at-top
+
+  from bassgen.data import audio  # pylint: disable=g-import-not-at-top
+  from bassgen.errors import BassgenError  # pylint: disable=g-import-not-at-top
+
+  if not spec:
+    return None
+  path = pathlib.Path(spec)
+  if path.is_file():
+    return audio.load_audio(path, sample_rate)[0]
+  if path.is_dir():
+    refs = []
+    for t in tracks:
+      f = path / f"{t.name}.wav"
+      if not f.is_file():
+        raise BassgenError(f"{f}: missing. A --reference folder needs <track>.wav for every track.")
+      refs.append(audio.load_audio(f, sample_rate)[0])
+    return refs
+  raise BassgenError(f"{path}: no such file or folder (--reference)")
+
+
+def run(args: argparse.Namespace) -> int:
+  import pathlib  # pylint: disable=g-import-not-at-top
+
+  from bassgen.codec import Codec  # pylint: disable=g-import-not-at-top
+  from bassgen.data import audio  # pylint: disable=g-import-not-at-top
+  from bassgen.evaluation import dataset  # pylint: disable=g-import-not-at-top
+  from bassgen.generation import SampleOptions  # pylint: disable=g-import-not-at-top
+
+  generated = pathlib.Path(args.generated)
+  out = pathlib.Path(args.out) if args.out else generated / "report.json"
+  if not args.overwrite:
+    for p in (out, out.with_suffix(".md"), out.with_suffix(".png")):
+      if p.exists():
+        from bassgen.errors import BassgenError  # pylint: disable=g-import-not-at-top
+        raise BassgenError(f"{p}: already exists. Pass --overwrite to replace it, or choose "
+                           "another --out.")
+  audio.check_writable_dir(out.parent)
+  codec = Codec.load(args.checkpoint)
+  sr = codec.sample_rate
+  tracks = dataset.load_tracks(args.data, sr, seconds=args.seconds or None,
+                               max_tracks=args.tracks or None)
+  print(f"{len(tracks)} tracks of {args.data} at {sr} Hz"
+        + (f", first {args.seconds:g} s" if args.seconds else ""), flush=True)
+  if not args.no_generate:
+    dataset.generate_missing(tracks, sr, generated, checkpoint=args.checkpoint,
+                             options=SampleOptions(guidance=args.guidance, steps=args.steps,
+                                                   seed=args.seed))
+  systems = {"generated": dataset.load_generated(tracks, sr, generated)}
+  systems.update(dataset.baselines(tracks, codec, sr))
+  result = dataset.score(tracks, systems, sr, reference=_reference(args.reference, tracks, sr),
+                         tracker=args.tracker, embedding=args.embedding)
+  result.update(data=str(args.data), generated=str(generated), checkpoint=str(args.checkpoint),
+                seconds=args.seconds)
+  paths = dataset.write_report(result, out, overwrite=args.overwrite)
+  print(dataset.markdown_table(result))
+  print("wrote " + ", ".join(str(p) for p in paths))
+  return 0

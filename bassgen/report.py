@@ -82,6 +82,17 @@ def index_html(path: str | os.PathLike, items: Sequence[dict], *, settings: str,
 img{{max-width:100%;border:1px solid #ccc}}section{{margin-bottom:2.5em}}</style></head>
 <body><h1>bassgen samples</h1><p>{html.escape(settings)}</p>
 {''.join(rows)}
+<script>
+// Marks each player loaded or failed (data-state), and says so next to a player that failed.
+for (const a of document.querySelectorAll("audio")) {{
+  a.addEventListener("loadedmetadata", () => {{ a.dataset.state = "loaded"; }});
+  a.addEventListener("error", () => {{
+    a.dataset.state = "error";
+    a.insertAdjacentText("afterend", " could not load " + a.getAttribute("src"));
+  }});
+  if (a.readyState >= 1) a.dataset.state = "loaded";
+}}
+</script>
 </body></html>
 """
   return atomic_write_text(path, page, overwrite=overwrite)

@@ -182,3 +182,30 @@ def test_progress_bar_counts_sampler_steps(bundle, capsys):
                progress="song: sampling")
   err = capsys.readouterr().err
   assert "song: sampling" in err and "/5 [" in err
+
+
+def _chromium():
+  import shutil
+  for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome"):
+    path = shutil.which(name)
+    if path:
+      return path
+  return None
+
+
+@pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (checks index.html "
+                    "in a real browser when it is)")
+def test_index_html_audio_loads_in_headless_chromium(bundle, tmp_path, capsys):
+  import re
+  import subprocess
+  mix = _mix(tmp_path / "song.wav")
+  out = tmp_path / "out"
+  code, _, err = _sample([mix, "--checkpoint", bundle, "--out", out, "--steps", 2], capsys)
+  assert code == 0, err
+  dom = subprocess.run(
+      [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
+       "--virtual-time-budget=10000", "--dump-dom", (out / "index.html").resolve().as_uri()],
+      capture_output=True, text=True, timeout=120, check=True).stdout
+  players = re.findall(r"<audio[^>]*>", dom)
+  assert len(players) == 3  # mix, bass, mix + bass
+  assert all('data-state="loaded"' in p for p in players), players

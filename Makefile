@@ -52,6 +52,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_autoencoder.py --config configs/autoencoder.py:demo
 	$(BIN)/python benchmarks/bench_render.py
 	$(BIN)/python benchmarks/bench_pipeline.py
+	$(BIN)/python benchmarks/bench_ldm.py --config configs/ldm.py:paper --seconds 180
+	$(BIN)/python benchmarks/bench_ldm.py --config configs/ldm.py:demo --seconds 20
+	$(BIN)/python benchmarks/bench_long_mix.py --minutes 1
+	$(BIN)/python benchmarks/bench_long_mix.py --minutes 10
 
 clean-venv:
 	rm -rf $(VENV)

@@ -71,9 +71,9 @@ def test_eval_generates_missing_stems_and_runs_from_the_config(setup, tmp_path, 
                   seconds=2.0, tracks=2, steps=2, tracker="pyin")
   runner.run(cfg, str(tmp_path), "eval")
   assert sorted(p.name for p in (tmp_path / "gen").glob("*.bass.wav")) == [
-      "song0.bass.wav", "song1.bass.wav"]
+      "song0.bass.wav", "song2.bass.wav"]  # 2 of 4 tracks, spread evenly
   report = json.loads((tmp_path / "gen" / "report.json").read_text())
-  assert report["tracks"] == ["song0", "song1"]
+  assert report["tracks"] == ["song0", "song2"]
 
 
 def test_eval_missing_stem_names_the_file(setup, tmp_path, capsys):

@@ -209,3 +209,27 @@ def test_index_html_audio_loads_in_headless_chromium(bundle, tmp_path, capsys):
   players = re.findall(r"<audio[^>]*>", dom)
   assert len(players) == 3  # mix, bass, mix + bass
   assert all('data-state="loaded"' in p for p in players), players
+
+
+def test_bundle_packs_float16_weights_and_stores_sampler_defaults(bundle, tmp_path, capsys):
+  from bassgen.generation import BassGenerator
+  out = tmp_path / "b"
+  code = cli.main(["bundle", "--autoencoder", str(bundle / "autoencoder"), "--ldm",
+                   str(bundle / "ldm"), "--out", str(out), "--sample", "guidance_w=5",
+                   "--sample", "sampler=heun"])
+  assert code == 0, capsys.readouterr().err
+  packed, orig = BassGenerator.load(out), BassGenerator.load(bundle)
+  assert packed.cfg.sample.guidance_w == 5 and packed.cfg.sample.sampler == "heun"
+  import jax
+  for a, b in zip(jax.tree.leaves(packed.params), jax.tree.leaves(orig.params)):
+    np.testing.assert_allclose(np.asarray(a, np.float32), b, rtol=1e-3, atol=1e-4)
+  # Without --autoencoder the bundle's autoencoder is kept as it is; a bad key is one error line.
+  before = sorted(p.stat().st_mtime_ns for p in (out / "autoencoder").rglob("*") if p.is_file())
+  assert cli.main(["bundle", "--ldm", str(bundle / "ldm"), "--out", str(out)]) == 0
+  after = sorted(p.stat().st_mtime_ns for p in (out / "autoencoder").rglob("*") if p.is_file())
+  assert before == after
+  assert BassGenerator.load(out).cfg.sample.guidance_w == orig.cfg.sample.guidance_w
+  capsys.readouterr()
+  assert cli.main(["bundle", "--ldm", str(bundle / "ldm"), "--out", str(out), "--sample",
+                   "guidance=3"]) == 1
+  assert "not a sampler setting" in capsys.readouterr().err

@@ -47,9 +47,17 @@ def _fit(x: np.ndarray, n: int) -> np.ndarray:
   return np.pad(x, (0, n - len(x)))
 
 
+def _spread(items: list, n: int | None) -> list:
+  return items if not n else items[:: max(1, len(items) // n)][:n]
+
+
 def load_tracks(data_dir: str | pathlib.Path, sample_rate: int, *, seconds: float | None = 12.0,
                 max_tracks: int | None = None, target: str = "bass") -> list[Track]:
-  """Tracks of a rendered folder or a prepared dataset, at `sample_rate`, cut to `seconds`."""
+  """Tracks of a rendered folder or a prepared dataset, at `sample_rate`, cut to `seconds`.
+
+  With `max_tracks`, that many tracks spread evenly over the sorted list (so both songs and
+  chorales of a render are represented).
+  """
   from bassgen.data import audio, pipeline, records  # pylint: disable=g-import-not-at-top
 
   data_dir = pathlib.Path(data_dir)
@@ -59,7 +67,7 @@ def load_tracks(data_dir: str | pathlib.Path, sample_rate: int, *, seconds: floa
   tracks = []
   if (data_dir / "index.json").is_file():
     index = pipeline.read_index(data_dir)
-    entries = index["tracks"][:max_tracks] if max_tracks else index["tracks"]
+    entries = _spread(index["tracks"], max_tracks)
     for t in entries:
       stems = np.concatenate(records.read_track(data_dir / t["file"]), axis=1)
       stems = audio.resample(stems, int(index["sample_rate"]), sample_rate)
@@ -69,7 +77,7 @@ def load_tracks(data_dir: str | pathlib.Path, sample_rate: int, *, seconds: floa
     if not folders:
       raise BassgenError(f"{data_dir}: no track folders with {target}.wav and no index.json. Give "
                          "a rendered folder (bassgen render) or a prepared dataset.")
-    for p in folders[:max_tracks] if max_tracks else folders:
+    for p in _spread(folders, max_tracks):
       bass = audio.load_audio(p / f"{target}.wav", sample_rate)[0]
       others = [audio.load_audio(f, sample_rate)[0] for f in sorted(p.glob("*.wav"))
                 if f.stem not in (target, "mix")]

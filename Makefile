@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ldm.py --config configs/ldm.py:demo --seconds 20
 	$(BIN)/python benchmarks/bench_long_mix.py --minutes 1
 	$(BIN)/python benchmarks/bench_long_mix.py --minutes 10
+	$(BIN)/python benchmarks/bench_long_mix.py --minutes 1 --wave-to-wave
 
 clean-venv:
 	rm -rf $(VENV)

@@ -56,6 +56,8 @@ def main() -> None:
 
   def run():
     z = codec.encode(mix)
+    if cfg.model.get("mix_chroma", False):  # the condition: mix latent + the mix's chroma
+      z = np.concatenate([z, codec.chroma(mix)], axis=-1)
     out = samplers.generate(sample_fn, state, jnp.asarray(z)[None], cfg=scfg,
                             length_multiple=unet.length_multiple(cfg.model),
                             key=jax.random.key(0))
@@ -75,7 +77,8 @@ def main() -> None:
   step = trainer.make_train_step(cfg, s)
   rng = np.random.default_rng(0)
   shape = (cfg.train.batch_size, cfg.train.crop_frames, cfg.model.latent_channels)
-  batch = sharding.global_batch({"mix": rng.standard_normal(shape).astype(np.float32),
+  cond_shape = shape[:2] + (unet.cond_channels(cfg.model),)
+  batch = sharding.global_batch({"mix": rng.standard_normal(cond_shape).astype(np.float32),
                                  "target": rng.standard_normal(shape).astype(np.float32)}, mesh)
   tstate, m = step(tstate, batch, jax.random.key(0))
   jax.block_until_ready(m)

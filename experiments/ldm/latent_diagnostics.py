@@ -1,0 +1,136 @@
+"""Why the demo diffusion model barely uses the mix: the measurements of README.md.
+
+  # cond/null denoising loss of a trained diffusion model at many σ (held-out latent cache)
+  .venv/bin/python experiments/ldm/latent_diagnostics.py ratio --ldm runs/ldm_chroma \
+      --latents runs/ldm_demo/latents/val
+  # how an autoencoder's latents react to a delay / polarity inversion of held-out bass stems
+  .venv/bin/python experiments/ldm/latent_diagnostics.py shift --autoencoder runs/ae_demo
+  # how much of a bass latent's variance its own pitch class and loudness explain (linear R²)
+  .venv/bin/python experiments/ldm/latent_diagnostics.py pitch --autoencoder runs/ae_demo
+
+`shift` and `pitch` read held-out bass stems from a prepared dataset (default data/prepared/test).
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+import numpy as np
+
+
+def _basses(prepared: str, every: int, count: int, seconds: float | None):
+  from bassgen.data import pipeline, records
+  root = pathlib.Path(prepared)
+  index = pipeline.read_index(root)
+  sr = int(index["sample_rate"])
+  for t in index["tracks"][::every][:count]:
+    bass = np.concatenate(records.read_track(root / t["file"]), axis=1)[0]
+    yield bass[: int(seconds * sr)] if seconds else bass
+
+
+def ratio(args) -> None:
+  import jax
+  import jax.numpy as jnp
+  import ml_collections
+
+  from bassgen import checkpointing, sharding
+  from bassgen.codec import find_export
+  from bassgen.data import latents
+  from bassgen.diffusion import edm
+  from bassgen.trainers import ldm
+
+  export = find_export(args.ldm, "ldm")
+  cfg = ml_collections.ConfigDict(checkpointing.load_meta(export)["config"])
+  s = ldm.setup(cfg, sharding.make_mesh((-1, 1)))
+  model = ldm.merge(s, checkpointing.load_params(export, s.abstract_state["params"]))
+  batches = latents.make_latent_eval_batches(
+      args.latents, crop_frames=cfg.train.crop_frames, batch_size=16, num_examples=64, seed=0,
+      with_chroma=cfg.model.get("mix_chroma", False))
+
+  @jax.jit
+  def losses(target, mix, sigma, key):
+    return tuple(edm.val_loss_at_sigma(model, target, mix, sigma, key, c, sigma_data=1.0)
+                 for c in (True, False))
+
+  print("| σ | cond | null | ratio | MSE cond | MSE null |")
+  print("|---:|---:|---:|---:|---:|---:|")
+  for sigma in args.sigmas:
+    c = u = 0.0
+    for i, b in enumerate(batches):
+      lc, lu = losses(jnp.asarray(b["target"]), jnp.asarray(b["mix"]), sigma, jax.random.key(i))
+      c, u = c + float(lc) / len(batches), u + float(lu) / len(batches)
+    w = float(edm.loss_weight(jnp.float32(sigma), 1.0))
+    print(f"| {sigma:g} | {c:.4f} | {u:.4f} | {c / u:.3f} | {c / w:.4f} | {u / w:.4f} |")
+
+
+def shift(args) -> None:
+  from bassgen.codec import Codec
+  codec = Codec.load(args.autoencoder)
+  basses = list(_basses(args.prepared, 6, 10, 10.0))
+  refs = [codec.encode(b) for b in basses]
+
+  def change(transform):
+    num = den = 0.0
+    for b, z0 in zip(basses, refs):
+      z1 = codec.encode(transform(b))
+      num += float(((z1 - z0) ** 2).sum())
+      den += float(((z0 - z0.mean(0)) ** 2).sum())
+    return num / den
+
+  print(f"samples per latent frame: {codec.samples_per_latent}")
+  for n in args.shifts:
+    print(f"delay {n} samples: latent change / latent variance = "
+          f"{change(lambda b, n=n: np.r_[np.zeros(n, np.float32), b[:-n]]):.3f}")
+  print(f"polarity inversion: {change(lambda b: -b):.3f}")
+
+
+def pitch(args) -> None:
+  from bassgen.codec import Codec
+  codec = Codec.load(args.autoencoder)
+  spl = codec.samples_per_latent
+  zs, chromas, levels = [], [], []
+  for b in _basses(args.prepared, 3, 25, None):
+    z = codec.encode(b)
+    frames = np.pad(b, (0, len(z) * spl - len(b))).reshape(len(z), spl)
+    zs.append(z)
+    chromas.append(codec.chroma(b))
+    levels.append(10 * np.log10(np.mean(frames ** 2, axis=1) + 1e-10))
+  z, chroma, level = np.concatenate(zs), np.concatenate(chromas), np.concatenate(levels)
+  keep = level > -50.0
+  z, chroma, level = z[keep], chroma[keep], level[keep]
+
+  def r2(x):
+    a = np.c_[x, np.ones(len(x))]
+    order = np.random.default_rng(0).permutation(len(a))
+    train, test = order[: len(a) // 2], order[len(a) // 2:]
+    w = np.linalg.lstsq(a[train], z[train], rcond=None)[0]
+    err = a[test] @ w - z[test]
+    return 1 - (err ** 2).sum() / ((z[test] - z[test].mean(0)) ** 2).sum()
+
+  pc = np.eye(12)[chroma.argmax(1)]
+  lv = np.c_[level, level ** 2]
+  print(f"{len(z)} frames with bass above -50 dBFS; held-out linear R² of the bass latent from:")
+  print(f"  loudness {r2(lv):.3f}   chroma {r2(chroma):.3f}   pitch class + loudness "
+        f"{r2(np.c_[pc, lv]):.3f}")
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = parser.add_subparsers(dest="what", required=True)
+  p = sub.add_parser("ratio")
+  p.add_argument("--ldm", required=True)
+  p.add_argument("--latents", default="runs/ldm_demo/latents/val")
+  p.add_argument("--sigmas", type=float, nargs="+", default=[0.2, 0.5, 1, 2, 5, 20, 80])
+  for name in ("shift", "pitch"):
+    p = sub.add_parser(name)
+    p.add_argument("--autoencoder", required=True)
+    p.add_argument("--prepared", default="data/prepared/test")
+    if name == "shift":
+      p.add_argument("--shifts", type=int, nargs="+", default=[64, 256, 512])
+  args = parser.parse_args()
+  {"ratio": ratio, "shift": shift, "pitch": pitch}[args.what](args)
+
+
+if __name__ == "__main__":
+  main()

@@ -7,13 +7,14 @@ import json
 import pathlib
 import sys
 
-SIGMAS = ("0.2", "0.5", "1")
+ALL_SIGMAS = ("0.2", "0.5", "1", "2", "5")  # runs before σ = 2 and 5 were logged have only 3
 
 
 def main() -> None:
   workdir = pathlib.Path(sys.argv[1])
   rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
   t0 = min(r["time"] for r in rows)
+  SIGMAS = [s for s in ALL_SIGMAS if any(f"val/sigma{s}_cond" in r for r in rows)]
   head = " | ".join(f"σ={s}: cond / null (ratio)" for s in SIGMAS)
   print(f"| step | minutes | {head} |")
   print("|---:|---:|" + "---:|" * len(SIGMAS))

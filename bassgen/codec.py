@@ -102,9 +102,11 @@ class Codec:
     padded[m * spl: m * spl + len(wav_S)] = wav_S
     return padded, num_frames
 
-  def _clip(self, z: np.ndarray) -> np.ndarray:
-    return np.clip(z, self.latent_mean - LATENT_CLIP * self.latent_std,
-                   self.latent_mean + LATENT_CLIP * self.latent_std)
+  def clip_latent(self, z):
+    """Un-normalised latents clipped to LATENT_CLIP std around the training mean (numpy arrays or
+    jax arrays, inside jit too)."""
+    return z.clip(self.latent_mean - LATENT_CLIP * self.latent_std,
+                  self.latent_mean + LATENT_CLIP * self.latent_std)
 
   def encode(self, wav_S: np.ndarray, *, normalize: bool = True) -> np.ndarray:
     """Latents [L, C] of a mono waveform of any length (L = ceil(S / samples_per_latent))."""
@@ -116,7 +118,7 @@ class Codec:
       w = padded[a * spl: (a + n + 2 * m) * spl]
       windows.append(np.pad(w, (0, (n + 2 * m) * spl - len(w))))
     z = self._run_chunks(self._encode, np.stack(windows))[:, m: m + n]
-    z = self._clip(z.reshape(-1, self.latent_channels)[:num_frames])
+    z = self.clip_latent(z.reshape(-1, self.latent_channels)[:num_frames])
     return self.normalize(z) if normalize else z
 
   def decode(self, z_LxC: np.ndarray, num_samples: int | None = None, *,
@@ -147,7 +149,8 @@ class Codec:
     """Reference for the chunked path: the whole (silence-padded) signal in one call."""
     spl, m = self.samples_per_latent, self.margin
     padded, num_frames = self._prepare(wav_S)
-    z = self._clip(np.asarray(self._encode(self.params, padded[None]))[0, m: m + num_frames])
+    z = np.asarray(self._encode(self.params, padded[None]))[0, m: m + num_frames]
+    z = self.clip_latent(z)
     zp = np.concatenate([np.zeros((m, z.shape[1]), np.float32), z,
                          np.zeros((m, z.shape[1]), np.float32)])
     wav = np.asarray(self._decode(self.params, zp[None]))[0, m * spl:]

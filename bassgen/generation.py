@@ -22,11 +22,19 @@ import numpy as np
 from flax import nnx
 
 from bassgen import checkpointing, samplers, spectral
-from bassgen.codec import EDGE_FADE_S, LATENT_CLIP, Codec, fade_edges, find_export
+from bassgen.codec import EDGE_FADE_S, Codec, fade_edges, find_export
 from bassgen.data import audio
-from bassgen.diffusion import edm
 from bassgen.errors import BassgenError
 from bassgen.models import unet
+
+
+def condition(codec: Codec, model_cfg: ml_collections.ConfigDict, mix: np.ndarray,
+              z_mix: np.ndarray) -> np.ndarray:
+  """The U-Net's condition [L, C'] for a mix at the codec's rate and its normalised latent: the
+  latent, followed by the mix's chroma when `model_cfg.mix_chroma`."""
+  if model_cfg.get("mix_chroma", False):
+    return np.concatenate([z_mix, codec.chroma(mix)], axis=-1)
+  return z_mix
 
 
 @dataclasses.dataclass
@@ -80,6 +88,7 @@ class BassGenerator:
     return self.codec.sample_rate
 
   def _sample_cfg(self, opts: SampleOptions) -> ml_collections.ConfigDict:
+    """The model's `sample` section with the user's choices applied (and checked)."""
     s = ml_collections.ConfigDict(self.cfg.sample.to_dict())
     for field, name in (("guidance", "guidance_w"), ("rescale", "rescale_phi"),
                         ("ground_strength", "ground_strength"), ("steps", "steps"),
@@ -88,14 +97,17 @@ class BassGenerator:
       if value is not None:
         s[name] = value
     s.seed = opts.seed
+    samplers._check_sampler(s.sampler, int(s.steps))  # pylint: disable=protected-access
     return s
 
-  def _sampler(self, sampler: str, steps: int):
-    key = (sampler, steps)
+  def _sampler(self, sampler: str, steps: int, progress: bool):
+    """The jitted sampler; with `progress`, it reports every step to the open progress bar (a
+    host callback per step, so it is only used while a bar is open)."""
+    key = (sampler, steps, progress)
     if key not in self._samplers:
       self._samplers[key] = samplers.make_sampler(
           self.graphdef, sigma_data=self.cfg.diffusion.sigma_data, sampler=sampler, steps=steps,
-          progress=True)
+          progress=progress)
     return self._samplers[key]
 
   def _full_state(self):
@@ -103,26 +115,26 @@ class BassGenerator:
     return nnx.state(model)
 
   def condition(self, mix: np.ndarray, z_mix: np.ndarray) -> np.ndarray:
-    """The U-Net's condition [L, C'] for a mix at the model's rate and its normalised latent."""
-    if self.cfg.model.get("mix_chroma", False):
-      return np.concatenate([z_mix, self.codec.chroma(mix)], axis=-1)
-    return z_mix
+    return condition(self.codec, self.cfg.model, mix, z_mix)
 
   def style_of(self, style_wav: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
     z = self.codec.encode(audio.resample(style_wav, sample_rate, self.sample_rate))
     mean, std = samplers.style_stats(jnp.asarray(z)[None])
     return np.asarray(mean), np.asarray(std)
 
-  def generate(self, mix_wav: np.ndarray, sample_rate: int, *, style_wav: np.ndarray | None = None,
-               style_sample_rate: int | None = None, options: SampleOptions | None = None,
-               keep_bass: np.ndarray | None = None, regenerate: tuple[float, float] | None = None,
-               progress: str | None = None) -> list[np.ndarray]:
-    """`num_samples` bass waveforms at `sample_rate`, each as long as `mix_wav`. With `progress`
-    (a label), a bar on stderr shows the sampler's steps and ETA."""
+  def sample_latents(self, mix_wav: np.ndarray, sample_rate: int, **kwargs) -> np.ndarray:
+    """Normalised bass latents [num_samples, L, C] for `mix_wav`; keyword arguments as for
+    `generate`."""
+    return self._sample_latents(mix_wav, sample_rate, **kwargs)[0]
+
+  def _sample_latents(self, mix_wav: np.ndarray, sample_rate: int, *,
+                      style_wav: np.ndarray | None = None, style_sample_rate: int | None = None,
+                      options: SampleOptions | None = None, keep_bass: np.ndarray | None = None,
+                      regenerate: tuple[float, float] | None = None,
+                      progress: str | None = None) -> tuple[np.ndarray, int]:
+    """(latents, length of the mix at the model's rate)."""
     opts = options or SampleOptions()
     scfg = self._sample_cfg(opts)
-    samplers._check_sampler(scfg.sampler, int(scfg.steps))  # pylint: disable=protected-access
-    n = len(mix_wav)
     mix = audio.resample(mix_wav, sample_rate, self.sample_rate)
     z_mix = self.codec.encode(mix)
     k = max(1, int(opts.num_samples))
@@ -145,17 +157,28 @@ class BassGenerator:
       mask = ~((frames >= int(np.floor(start * fps))) & (frames < int(np.ceil(end * fps))))
       known = jnp.asarray(np.repeat(z_keep[None, : z_mix.shape[0]], k, 0))
       known_mask = jnp.asarray(np.repeat(mask[None].astype(np.float32), k, 0))
-    sample_fn = self._sampler(scfg.sampler, int(scfg.steps))
     bar = (samplers.progress_bar(int(scfg.steps), progress) if progress
            else contextlib.nullcontext())
     with bar:
+      sample_fn = self._sampler(scfg.sampler, int(scfg.steps), samplers.progress_active())
       z = samplers.generate(sample_fn, self._full_state(), cond, cfg=scfg,
                             length_multiple=self.length_multiple, key=jax.random.key(opts.seed),
                             style=style, known_BxTxC=known, known_mask_BxT=known_mask)
-      z = np.asarray(z)
+      return np.asarray(z), len(mix)
+
+  def generate(self, mix_wav: np.ndarray, sample_rate: int, *, style_wav: np.ndarray | None = None,
+               style_sample_rate: int | None = None, options: SampleOptions | None = None,
+               keep_bass: np.ndarray | None = None, regenerate: tuple[float, float] | None = None,
+               progress: str | None = None) -> list[np.ndarray]:
+    """`num_samples` bass waveforms at `sample_rate`, each as long as `mix_wav`. With `progress`
+    (a label), a bar on stderr shows the sampler's steps and ETA."""
+    z, model_len = self._sample_latents(
+        mix_wav, sample_rate, style_wav=style_wav, style_sample_rate=style_sample_rate,
+        options=options, keep_bass=keep_bass, regenerate=regenerate, progress=progress)
+    n = len(mix_wav)
     outs = []
-    for i in range(k):
-      bass = self.codec.decode(z[i], len(mix))
+    for z_i in z:
+      bass = self.codec.decode(z_i, model_len)
       bass = audio.resample(bass, self.sample_rate, sample_rate)
       bass = np.pad(bass, (0, max(0, n - len(bass))))[:n]
       if regenerate is not None:
@@ -175,7 +198,6 @@ class BassGenerator:
     """
     opts = options or SampleOptions()
     scfg = self._sample_cfg(opts)
-    samplers._check_sampler(scfg.sampler, int(scfg.steps))  # pylint: disable=protected-access
     codec, spl, m = self.codec, self.codec.samples_per_latent, self.codec.margin
     mix = audio.resample(mix_wav, sample_rate, self.sample_rate)
     frames = codec.num_latent_frames(len(mix))
@@ -217,19 +239,12 @@ def make_wave_to_wave(gen: BassGenerator, sampler: str, steps: int) -> Any:
     t = frame_mask_BxT.shape[1]
     ae = nnx.merge(codec.graphdef, ae_params)
     z = ae.encode(mix_BxS)[:, m: m + t]
-    z = jnp.clip(z, mean - LATENT_CLIP * std, mean + LATENT_CLIP * std)
-    cond = (z - mean) / std
+    cond = codec.normalize(codec.clip_latent(z))
     if chroma:
       cond = jnp.concatenate([cond, spectral.chroma_frames(
           mix_BxS[:, m * spl:], codec.sample_rate, spl, t, frame_mask_BxT)], axis=-1)
-    states = ldm_state if isinstance(ldm_state, tuple) else (ldm_state,)
-    model = nnx.merge(gen.graphdef, *states)
-    model.eval()
-
-    def denoise_fn(x, sigma, c, cond_mask, frame_mask_BxT=None):
-      return edm.precondition(model, x, sigma, c, cond_mask, cfg.diffusion.sigma_data,
-                              frame_mask_BxT)
-
+    denoise_fn, model = samplers.model_denoiser(gen.graphdef, ldm_state,
+                                                cfg.diffusion.sigma_data)
     z_bass = samplers.sample(denoise_fn, cond, key, cfg=dict(knobs, **sampler_cfg),
                              frame_mask_BxT=frame_mask_BxT, latent_channels=model.latent_channels)
     z_bass = z_bass * std + mean

@@ -41,6 +41,11 @@ def _on_step(*_) -> None:
     _BARS[-1].update(1)
 
 
+def progress_active() -> bool:
+  """Whether a `progress_bar` is open (callers then pick a `progress=True` sampler)."""
+  return bool(_BARS)
+
+
 @contextlib.contextmanager
 def progress_bar(total: int, desc: str) -> Iterator[Any]:
   """A tqdm bar (steps and ETA, on stderr) that counts the steps of `progress=True` samplers."""
@@ -206,6 +211,26 @@ def sampler_knobs(cfg: Mapping) -> dict[str, jax.Array]:
   return {name: jnp.asarray(cfg[name], jnp.float32) for name in KNOBS}
 
 
+def model_denoiser(model_graphdef: Any, state: Any, sigma_data: float
+                   ) -> tuple[DenoiseFn, Any]:
+  """(denoise_fn, model): the preconditioned denoiser of the U-Net in `state` (eval mode).
+
+  `state` is the NNX state of `nnx.split(model)`, or the tuple of states of a filtered split.
+  Call it inside the jitted function.
+  """
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+
+  from bassgen.diffusion import edm  # pylint: disable=g-import-not-at-top
+  states = state if isinstance(state, tuple) else (state,)
+  model = nnx.merge(model_graphdef, *states)
+  model.eval()
+
+  def denoise_fn(x, sigma, cond, cond_mask, frame_mask_BxT=None):
+    return edm.precondition(model, x, sigma, cond, cond_mask, sigma_data, frame_mask_BxT)
+
+  return denoise_fn, model
+
+
 def make_sampler(model_graphdef: Any, *, sigma_data: float, sampler: str, steps: int,
                  progress: bool = False) -> Callable[..., jax.Array]:
   """A jitted `fn(state, cond_BxTxC, key, knobs, style_mean_BxC=None, style_std_BxC=None,
@@ -217,19 +242,11 @@ def make_sampler(model_graphdef: Any, *, sigma_data: float, sampler: str, steps:
   optional inputs) reuse one compilation whatever the weights, key or knob values. With
   `progress`, each step ticks the innermost `progress_bar`.
   """
-  from bassgen.diffusion import edm
-  from flax import nnx
   _check_sampler(sampler, steps)
 
   def run(state, cond_BxTxC, key, knobs, style_mean_BxC=None, style_std_BxC=None,
           known_BxTxC=None, known_mask_BxT=None, frame_mask_BxT=None):
-    states = state if isinstance(state, tuple) else (state,)
-    model = nnx.merge(model_graphdef, *states)
-    model.eval()
-
-    def denoise_fn(x, sigma, cond, cond_mask, frame_mask_BxT=None):
-      return edm.precondition(model, x, sigma, cond, cond_mask, sigma_data, frame_mask_BxT)
-
+    denoise_fn, model = model_denoiser(model_graphdef, state, sigma_data)
     return sample(denoise_fn, cond_BxTxC, key, cfg=dict(knobs, sampler=sampler, steps=steps),
                   style_mean_BxC=style_mean_BxC, style_std_BxC=style_std_BxC,
                   known_BxTxC=known_BxTxC, known_mask_BxT=known_mask_BxT,
@@ -288,5 +305,5 @@ def generate(sample_fn: Callable[..., jax.Array], state: Any, cond_BxTxC: jax.Ar
   return z[:, :t]
 
 
-__all__ = ["SAMPLERS", "KNOBS", "progress_bar", "karras_sigmas", "guidance_combine", "guided_denoiser", "ground",
+__all__ = ["SAMPLERS", "KNOBS", "progress_bar", "progress_active", "model_denoiser", "karras_sigmas", "guidance_combine", "guided_denoiser", "ground",
            "style_stats", "sample", "sampler_knobs", "make_sampler", "bucket_length", "generate"]

@@ -32,7 +32,7 @@ def main() -> None:
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
 
-  from bassgen import samplers, sharding  # pylint: disable=g-import-not-at-top
+  from bassgen import generation, samplers, sharding  # pylint: disable=g-import-not-at-top
   from bassgen.codec import Codec  # pylint: disable=g-import-not-at-top
   from bassgen.config_loading import load_config  # pylint: disable=g-import-not-at-top
   from bassgen.models import unet  # pylint: disable=g-import-not-at-top
@@ -55,10 +55,8 @@ def main() -> None:
          ).astype(np.float32)
 
   def run():
-    z = codec.encode(mix)
-    if cfg.model.get("mix_chroma", False):  # the condition: mix latent + the mix's chroma
-      z = np.concatenate([z, codec.chroma(mix)], axis=-1)
-    out = samplers.generate(sample_fn, state, jnp.asarray(z)[None], cfg=scfg,
+    cond = generation.condition(codec, cfg.model, mix, codec.encode(mix))
+    out = samplers.generate(sample_fn, state, jnp.asarray(cond)[None], cfg=scfg,
                             length_multiple=unet.length_multiple(cfg.model),
                             key=jax.random.key(0))
     return codec.decode(np.asarray(out)[0], len(mix))

@@ -73,12 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
   generated = pathlib.Path(args.generated)
   out = pathlib.Path(args.out) if args.out else generated / "report.json"
-  if not args.overwrite:
-    for p in (out, out.with_suffix(".md"), out.with_suffix(".png")):
-      if p.exists():
-        from bassgen.errors import BassgenError  # pylint: disable=g-import-not-at-top
-        raise BassgenError(f"{p}: already exists. Pass --overwrite to replace it, or choose "
-                           "another --out.")
+  dataset.check_report_paths(out, overwrite=args.overwrite)
   audio.check_writable_dir(out.parent)
   codec = Codec.load(args.checkpoint)
   sr = codec.sample_rate

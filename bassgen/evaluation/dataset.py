@@ -222,17 +222,25 @@ def plot(result: dict[str, Any], path: pathlib.Path) -> None:
   tmp.replace(path)
 
 
+def check_report_paths(out_json: pathlib.Path, *, overwrite: bool = False
+                       ) -> tuple[pathlib.Path, pathlib.Path, pathlib.Path]:
+  """(report.json, report.md, report.png) for `out_json`; raises if one exists and not
+  `overwrite` (call it before the work, so a refusal costs nothing)."""
+  paths = (out_json, out_json.with_suffix(".md"), out_json.with_suffix(".png"))
+  if not overwrite:
+    for p in paths:
+      if p.exists():
+        raise BassgenError(f"{p}: already exists. Pass --overwrite to replace it, or choose "
+                           "another --out.")
+  return paths
+
+
 def write_report(result: dict[str, Any], out_json: pathlib.Path, *, overwrite: bool = False
                  ) -> list[pathlib.Path]:
   """report.json, report.md (the table) and report.png (bars per metric) next to each other."""
   from bassgen.data.audio import atomic_write_text  # pylint: disable=g-import-not-at-top
 
-  md, png = out_json.with_suffix(".md"), out_json.with_suffix(".png")
-  if not overwrite:
-    for p in (out_json, md, png):
-      if p.exists():
-        raise BassgenError(f"{p}: already exists. Pass --overwrite to replace it, or choose "
-                           "another --out.")
+  _, md, png = check_report_paths(out_json, overwrite=overwrite)
 
   def clean(x):
     if isinstance(x, float) and not math.isfinite(x):

@@ -184,24 +184,16 @@ def t3(args) -> None:
 # ------------------------------------------------------------------------------------------- T4
 def t4(args) -> None:
   """Guidance w × rescale φ: latent std vs the conditional sample, decoded-audio health, harmony."""
-  import jax
   import librosa
 
-  from bassgen import samplers
-  from bassgen.data import audio
   from bassgen.generation import BassGenerator, SampleOptions
   gen = BassGenerator.load(args.checkpoint)
   sr = gen.sample_rate
   tracks = _tracks(args.data, sr, args.tracks, args.seconds)
 
   def latents(mix, w, phi):
-    scfg = gen._sample_cfg(SampleOptions(guidance=w, rescale=phi, seed=args.seed))  # pylint: disable=protected-access
-    z_mix = gen.codec.encode(audio.resample(mix, sr, gen.sample_rate))
-    cond = gen.condition(mix, z_mix)[None]
-    fn = gen._sampler(scfg.sampler, int(scfg.steps))  # pylint: disable=protected-access
-    return np.asarray(samplers.generate(fn, gen._full_state(), cond, cfg=scfg,  # pylint: disable=protected-access
-                                        length_multiple=gen.length_multiple,
-                                        key=jax.random.key(args.seed)))[0]
+    return gen.sample_latents(mix, sr, options=SampleOptions(guidance=w, rescale=phi,
+                                                             seed=args.seed))[0]
 
   rows = []
   for t in tracks:

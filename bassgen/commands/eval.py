@@ -81,13 +81,14 @@ def run(args: argparse.Namespace) -> int:
                                max_tracks=args.tracks or None)
   print(f"{len(tracks)} tracks of {args.data} at {sr} Hz"
         + (f", first {args.seconds:g} s" if args.seconds else ""), flush=True)
+  reference = _reference(args.reference, tracks, sr)  # checked before any long work
   if not args.no_generate:
     dataset.generate_missing(tracks, sr, generated, checkpoint=args.checkpoint,
                              options=SampleOptions(guidance=args.guidance, steps=args.steps,
                                                    seed=args.seed))
   systems = {"generated": dataset.load_generated(tracks, sr, generated)}
   systems.update(dataset.baselines(tracks, codec, sr))
-  result = dataset.score(tracks, systems, sr, reference=_reference(args.reference, tracks, sr),
+  result = dataset.score(tracks, systems, sr, reference=reference,
                          tracker=args.tracker, embedding=args.embedding)
   result.update(data=str(args.data), generated=str(generated), checkpoint=str(args.checkpoint),
                 seconds=args.seconds)

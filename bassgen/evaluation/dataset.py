@@ -165,12 +165,12 @@ def score(tracks: Sequence[Track], systems: dict[str, Sequence[np.ndarray]], sam
   refs = ([reference] * len(tracks) if isinstance(reference, np.ndarray) else reference)
   result: dict[str, Any] = {"sample_rate": sample_rate, "tracks": [t.name for t in tracks],
                             "systems": {}}
+  songs = [suite.analyse_reference(sample_rate, mix=t.mix, ref_bass=t.bass,
+                                   style_ref=None if refs is None else refs[i], tracker=tracker)
+           for i, t in enumerate(tracks)]  # once per song, not once per system
   for name, stems in systems.items():
-    per_track = []
-    for i, (t, b) in enumerate(zip(tracks, stems)):
-      m = suite.bass_metrics(b, sample_rate, mix=t.mix, ref_bass=t.bass,
-                             style_ref=None if refs is None else refs[i], tracker=tracker)
-      per_track.append(m)
+    per_track = [suite.bass_metrics(b, sample_rate, reference=song, tracker=tracker)
+                 for song, b in zip(songs, stems)]
     keys = sorted({k for m in per_track for k in m})
     means = {k: _nanmean([m.get(k, float("nan")) for m in per_track]) for k in keys}
     try:

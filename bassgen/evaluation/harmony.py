@@ -101,7 +101,8 @@ def pitch_class_accuracy(est_track: PitchTrack, ref_track: PitchTrack) -> dict[s
 
 
 def harmony_metrics(bass, sample_rate: int, *, mix=None, ref_bass=None, ref_notes=None,
-                    tracker: str = "auto", top_k: int = TOP_K) -> dict[str, float]:
+                    ref_track: PitchTrack | None = None, tracker: str = "auto",
+                    top_k: int = TOP_K) -> dict[str, float]:
   """Harmony metrics of a (generated) bass waveform.
 
   Args:
@@ -111,6 +112,8 @@ def harmony_metrics(bass, sample_rate: int, *, mix=None, ref_bass=None, ref_note
     ref_bass: a known bass for the same mix (waveform), or
     ref_notes: its notes (Notes or song.json dicts); either gives "pitch_class_accuracy" and
       "pitch_accuracy".
+    ref_track: or the known bass's pitch track, already tracked (`track_pitch(ref_bass)`), so that
+      scoring several basses against one reference tracks it once.
     tracker: f0 tracker, see `bassgen.evaluation.pitch`.
     top_k: number of strongest mix chroma bins that count as fitting.
 
@@ -118,8 +121,9 @@ def harmony_metrics(bass, sample_rate: int, *, mix=None, ref_bass=None, ref_note
     The metrics above plus "bass_voiced_fraction" (share of frames where the bass sounds a pitch).
   """
   sr = check_sample_rate(sample_rate)
-  if ref_bass is not None and ref_notes is not None:
-    raise BassgenError("give either ref_bass (audio) or ref_notes (MIDI/JSON notes), not both.")
+  if sum(r is not None for r in (ref_bass, ref_notes, ref_track)) > 1:
+    raise BassgenError("give one of ref_bass (audio), ref_notes (MIDI/JSON notes) or ref_track "
+                       "(its pitch track), not several.")
   track = track_pitch(as_mono(bass, "bass"), sr, tracker=tracker)
   out = {"bass_voiced_fraction": float(np.mean(track.voiced))}
   if mix is not None:
@@ -127,8 +131,9 @@ def harmony_metrics(bass, sample_rate: int, *, mix=None, ref_bass=None, ref_note
     out["chord_tone_share"] = chord_tone_share(track, mix_chroma(mix_S, sr, track.times),
                                                top_k=top_k)
   if ref_bass is not None:
-    out.update(pitch_class_accuracy(track, track_pitch(as_mono(ref_bass, "ref_bass"), sr,
-                                                       tracker=tracker)))
+    ref_track = track_pitch(as_mono(ref_bass, "ref_bass"), sr, tracker=tracker)
+  if ref_track is not None:
+    out.update(pitch_class_accuracy(track, ref_track))
   elif ref_notes is not None:
     out.update(pitch_class_accuracy(track, notes_to_track(as_notes(ref_notes), track.times)))
   return out

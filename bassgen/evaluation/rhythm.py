@@ -105,8 +105,8 @@ def bass_onsets(bass, sample_rate: int) -> np.ndarray:
 
 
 def rhythm_metrics(bass, sample_rate: int, *, mix=None, ref_bass=None, ref_notes=None,
-                   window: float = ONSET_WINDOW_S,
-                   mix_reference: str = "onsets") -> dict[str, float]:
+                   window: float = ONSET_WINDOW_S, mix_reference: str = "onsets",
+                   mix_onsets=None, ref_onsets=None) -> dict[str, float]:
   """Onset agreement of a (generated) bass with its mix and, where known, with the true bass.
 
   Args:
@@ -116,29 +116,42 @@ def rhythm_metrics(bass, sample_rate: int, *, mix=None, ref_bass=None, ref_notes
       (`mix_reference="onsets"`) or beats (`"beats"`).
     ref_bass: waveform of a known bass for the same mix; its detected onsets are the reference.
     ref_notes: known bass notes instead (Notes or song.json dicts); their onsets are the reference.
+    mix_onsets, ref_onsets: those references already computed (`mix_reference_times(mix)`,
+      `bass_onsets(ref_bass)`, seconds), in place of `mix` / `ref_bass`, so that scoring several
+      basses against one song analyses the song once.
 
   Returns:
     "onset_f_mix", "onset_precision_mix", "onset_recall_mix" when `mix` is given;
     "onset_f_ref", "onset_precision_ref", "onset_recall_ref" when `ref_bass` or `ref_notes` is.
   """
   sr = check_sample_rate(sample_rate)
-  if mix_reference not in MIX_REFERENCES:
-    raise BassgenError(f"mix_reference={mix_reference!r} is unknown; use 'onsets' or 'beats'.")
-  if ref_bass is not None and ref_notes is not None:
-    raise BassgenError("give either ref_bass (audio) or ref_notes (MIDI/JSON notes), not both.")
+  if sum(r is not None for r in (ref_bass, ref_notes, ref_onsets)) > 1:
+    raise BassgenError("give one of ref_bass (audio), ref_notes (MIDI/JSON notes) or ref_onsets, "
+                       "not several.")
+  if mix is not None and mix_onsets is not None:
+    raise BassgenError("give either mix (audio) or mix_onsets, not both.")
   est = bass_onsets(as_mono(bass, "bass"), sr)
   out: dict[str, float] = {}
   if mix is not None:
-    mix_S = as_mono(mix, "mix")
-    ref = onset_times(mix_S, sr) if mix_reference == "onsets" else beat_times(mix_S, sr)
+    mix_onsets = mix_reference_times(mix, sr, mix_reference)
+  if mix_onsets is not None:
     out.update({f"onset_{k.split('_')[0]}_mix": v
-                for k, v in onset_f_measure(ref, est, window=window).items()})
-  if ref_bass is not None or ref_notes is not None:
-    if ref_bass is not None:
-      ref = bass_onsets(as_mono(ref_bass, "ref_bass"), sr)
-    else:
-      from bassgen.evaluation.pitch import as_notes  # pylint: disable=g-import-not-at-top
-      ref = [n.onset for n in as_notes(ref_notes)]
+                for k, v in onset_f_measure(mix_onsets, est, window=window).items()})
+  if ref_bass is not None:
+    ref_onsets = bass_onsets(as_mono(ref_bass, "ref_bass"), sr)
+  elif ref_notes is not None:
+    from bassgen.evaluation.pitch import as_notes  # pylint: disable=g-import-not-at-top
+    ref_onsets = [n.onset for n in as_notes(ref_notes)]
+  if ref_onsets is not None:
     out.update({f"onset_{k.split('_')[0]}_ref": v
-                for k, v in onset_f_measure(ref, est, window=window).items()})
+                for k, v in onset_f_measure(ref_onsets, est, window=window).items()})
   return out
+
+
+def mix_reference_times(mix, sample_rate: int, mix_reference: str = "onsets") -> np.ndarray:
+  """What a bass's onsets are matched against in a mix: its onsets or its beats (seconds)."""
+  if mix_reference not in MIX_REFERENCES:
+    raise BassgenError(f"mix_reference={mix_reference!r} is unknown; use 'onsets' or 'beats'.")
+  mix_S = as_mono(mix, "mix")
+  return onset_times(mix_S, sample_rate) if mix_reference == "onsets" else beat_times(mix_S,
+                                                                                      sample_rate)

@@ -13,12 +13,18 @@ from bassgen.trainers import ldm as ldm_trainer
 ROOT = pathlib.Path(__file__).parents[1]
 
 
-def make_random_bundle(base: pathlib.Path, **ldm_overrides) -> pathlib.Path:
-  """Writes base/autoencoder and base/ldm (runlocal configs, random weights); returns base."""
+def export_random_autoencoder(directory: pathlib.Path) -> pathlib.Path:
+  """Exports a runlocal autoencoder with random weights (latent stats 0 / 1) to `directory`."""
   ae_cfg = load_config(f"{ROOT / 'configs' / 'autoencoder.py'}:runlocal")
   params = nnx.to_pure_dict(nnx.state(ae_trainer.build_model(ae_cfg, jax.random.key(0))))
   c = ae_cfg.model.latent_channels
-  ae_trainer.export_model(base / "autoencoder", ae_cfg, params, np.zeros(c), np.ones(c), 0)
+  ae_trainer.export_model(directory, ae_cfg, params, np.zeros(c), np.ones(c), 0)
+  return directory
+
+
+def make_random_bundle(base: pathlib.Path, **ldm_overrides) -> pathlib.Path:
+  """Writes base/autoencoder and base/ldm (runlocal configs, random weights); returns base."""
+  export_random_autoencoder(base / "autoencoder")
   cfg = load_config(f"{ROOT / 'configs' / 'ldm.py'}:runlocal")
   for k, v in ldm_overrides.items():
     cfg.model[k] = v

@@ -5,15 +5,14 @@ import pathlib
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 
 from bassgen import sharding
 from bassgen.codec import Codec
 from bassgen.config_loading import load_config
 from bassgen.data import latents, prepare
 from bassgen.models import unet
-from bassgen.trainers import autoencoder as ae_trainer
 from bassgen.trainers import ldm as trainer
+from fixtures import export_random_autoencoder
 from test_sources import write_folder_tree
 
 ROOT = pathlib.Path(__file__).parents[1]
@@ -68,10 +67,7 @@ def test_sharded_step_equals_single_device_and_compiles_once():
 def autoencoder_export(tmp_path_factory):
   """A runlocal autoencoder with random weights, exported like a trained one."""
   base = tmp_path_factory.mktemp("ldm")
-  cfg = load_config(f"{ROOT / 'configs' / 'autoencoder.py'}:runlocal")
-  params = nnx.to_pure_dict(nnx.state(ae_trainer.build_model(cfg, jax.random.key(0))))
-  c = cfg.model.latent_channels
-  ae_trainer.export_model(base / "ae", cfg, params, np.zeros(c), np.ones(c), 0)
+  export_random_autoencoder(base / "ae")
   write_folder_tree(base / "renders", stems_per_track=(("drums", "keys"), ("keys", "pad"),
                                                        ("drums", "guitar"), ("pad", "keys")),
                     seconds=3.0)

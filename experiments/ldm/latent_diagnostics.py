@@ -3,6 +3,8 @@
   # cond/null denoising loss of a trained diffusion model at many σ (held-out latent cache)
   .venv/bin/python experiments/ldm/latent_diagnostics.py ratio --ldm runs/ldm_chroma \
       --latents runs/ldm_demo/latents/val
+  # where the error sits: per principal direction of the bass latent, per kind of frame
+  .venv/bin/python experiments/ldm/latent_diagnostics.py residual --ldm runs/ldm_chroma
   # how an autoencoder's latents react to a delay / polarity inversion of held-out bass stems
   .venv/bin/python experiments/ldm/latent_diagnostics.py shift --autoencoder runs/ae_demo
   # how much of a bass latent's variance its own pitch class and loudness explain (linear R²)
@@ -28,21 +30,27 @@ def _basses(prepared: str, every: int, count: int, seconds: float | None):
     yield bass[: int(seconds * sr)] if seconds else bass
 
 
-def ratio(args) -> None:
-  import jax
-  import jax.numpy as jnp
+def _load_ldm(path: str):
   import ml_collections
 
   from bassgen import checkpointing, sharding
   from bassgen.codec import find_export
-  from bassgen.data import latents
-  from bassgen.diffusion import edm
   from bassgen.trainers import ldm
 
-  export = find_export(args.ldm, "ldm")
+  export = find_export(path, "ldm")
   cfg = ml_collections.ConfigDict(checkpointing.load_meta(export)["config"])
   s = ldm.setup(cfg, sharding.make_mesh((-1, 1)))
-  model = ldm.merge(s, checkpointing.load_params(export, s.abstract_state["params"]))
+  return ldm.merge(s, checkpointing.load_params(export, s.abstract_state["params"])), cfg
+
+
+def ratio(args) -> None:
+  import jax
+  import jax.numpy as jnp
+
+  from bassgen.data import latents
+  from bassgen.diffusion import edm
+
+  model, cfg = _load_ldm(args.ldm)
   batches = latents.make_latent_eval_batches(
       args.latents, crop_frames=cfg.train.crop_frames, batch_size=16, num_examples=64, seed=0,
       with_chroma=cfg.model.get("mix_chroma", False))
@@ -61,6 +69,64 @@ def ratio(args) -> None:
       c, u = c + float(lc) / len(batches), u + float(lu) / len(batches)
     w = float(edm.loss_weight(jnp.float32(sigma), 1.0))
     print(f"| {sigma:g} | {c:.4f} | {u:.4f} | {c / u:.3f} | {c / w:.4f} | {u / w:.4f} |")
+
+
+def residual(args) -> None:
+  """Where the denoising error sits: per principal direction of the bass latent, and per kind of
+  frame (note onset: level jumps > 6 dB; quiet: bass below -50 dBFS; steady: the rest)."""
+  import jax
+  import jax.numpy as jnp
+
+  from bassgen.data import latents
+  from bassgen.diffusion import edm
+
+  model, cfg = _load_ldm(args.ldm)
+  crop = latents.LatentCrop(args.latents, crop_frames=cfg.train.crop_frames,
+                            silence_threshold_db=None, with_chroma=cfg.model.get("mix_chroma", False))
+  n = cfg.train.crop_frames
+  target, mix, level = [], [], []
+  for e in range(0, crop.num_records, crop.num_records // 64 or 1):  # one mix of every track
+    r = crop.record(e)
+    for st in range(0, r["mix"].shape[0] - n + 1, n):
+      target.append(r["target"][st:st + n])
+      mix.append(r["mix"][st:st + n])
+      level.append(r["level"][st:st + n])
+  target, mix, level = (np.stack(a).astype(np.float32) for a in (target, mix, level))
+  flat = target.reshape(-1, target.shape[-1])
+  eig, vec = np.linalg.eigh(np.cov(flat.T))
+  eig, vec = eig[::-1], vec[:, ::-1]
+  jump = np.abs(np.diff(level, axis=1, prepend=level[:, :1])) > 6.0
+  quiet = level < -50.0
+  kinds = {"onset": jump, "quiet": quiet & ~jump, "steady": ~jump & ~quiet}
+  print(f"{len(target)} held-out crops of {n} frames; variance share of the first 8 principal "
+        f"directions: {np.round(eig[:8] / eig.sum(), 3).tolist()}")
+
+  @jax.jit
+  def errors(t, m, sigma, key):
+    noise = jax.random.normal(key, t.shape)
+    out = []
+    for c in (1.0, 0.0):
+      d = edm.precondition(model, t + sigma * noise, jnp.full((t.shape[0],), sigma), m,
+                           jnp.full((t.shape[0],), c), 1.0)
+      out.append(d - t)
+    return out
+
+  for sigma in args.sigmas:
+    err = {"cond": [], "null": []}
+    for i in range(0, len(target), 16):
+      ec, eu = errors(jnp.asarray(target[i:i + 16]), jnp.asarray(mix[i:i + 16]), sigma,
+                      jax.random.key(i))
+      err["cond"].append(np.asarray(ec))
+      err["null"].append(np.asarray(eu))
+    ec, eu = (np.concatenate(err[k]) for k in ("cond", "null"))
+    pc_c = ((ec.reshape(-1, ec.shape[-1]) @ vec) ** 2).sum(0)
+    pc_u = ((eu.reshape(-1, eu.shape[-1]) @ vec) ** 2).sum(0)
+    fc, fu = (ec ** 2).mean(-1), (eu ** 2).mean(-1)
+    print(f"σ={sigma:g}: ratio {pc_c.sum() / pc_u.sum():.3f}; per principal direction (1-8) "
+          f"{np.round(pc_c[:8] / pc_u[:8], 2).tolist()}")
+    for name, m in kinds.items():
+      print(f"  {name:6s} frames {m.mean():5.1%}: share of the null model's error "
+            f"{fu[m].sum() / fu.sum():5.1%}, ratio {fc[m].sum() / fu[m].sum():.3f}")
 
 
 def shift(args) -> None:
@@ -122,6 +188,10 @@ def main() -> None:
   p.add_argument("--ldm", required=True)
   p.add_argument("--latents", default="runs/ldm_demo/latents/val")
   p.add_argument("--sigmas", type=float, nargs="+", default=[0.2, 0.5, 1, 2, 5, 20, 80])
+  p = sub.add_parser("residual")
+  p.add_argument("--ldm", required=True)
+  p.add_argument("--latents", default="runs/ldm_demo/latents/val")
+  p.add_argument("--sigmas", type=float, nargs="+", default=[0.2, 1, 5])
   for name in ("shift", "pitch"):
     p = sub.add_parser(name)
     p.add_argument("--autoencoder", required=True)
@@ -129,7 +199,7 @@ def main() -> None:
     if name == "shift":
       p.add_argument("--shifts", type=int, nargs="+", default=[64, 256, 512])
   args = parser.parse_args()
-  {"ratio": ratio, "shift": shift, "pitch": pitch}[args.what](args)
+  {"ratio": ratio, "residual": residual, "shift": shift, "pitch": pitch}[args.what](args)
 
 
 if __name__ == "__main__":

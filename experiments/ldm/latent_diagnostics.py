@@ -5,6 +5,8 @@
       --latents runs/ldm_demo/latents/val
   # where the error sits: per principal direction of the bass latent, per kind of frame
   .venv/bin/python experiments/ldm/latent_diagnostics.py residual --ldm runs/ldm_chroma
+  # how far the mix's chroma pins down the bass's pitch class (needs controls.py --cond oracle)
+  .venv/bin/python experiments/ldm/latent_diagnostics.py agreement
   # how an autoencoder's latents react to a delay / polarity inversion of held-out bass stems
   .venv/bin/python experiments/ldm/latent_diagnostics.py shift --autoencoder runs/ae_demo
   # how much of a bass latent's variance its own pitch class and loudness explain (linear R²)
@@ -129,6 +131,31 @@ def residual(args) -> None:
             f"{fu[m].sum() / fu.sum():5.1%}, ratio {fc[m].sum() / fu[m].sum():.3f}")
 
 
+def agreement(args) -> None:
+  """How far the mix's harmony pins down the bass's pitch class in these renders: the share of
+  frames (bass above -40 dBFS) whose bass pitch class is the mix chroma's strongest bin or among
+  its 3 strongest, against another track's bass. Needs a cache with the mix chroma and the oracle
+  cache of the same split (controls.py --cond oracle), which holds the bass's chroma."""
+  from bassgen.data import latents
+  mixes = latents.LatentCrop(args.latents, crop_frames=1, silence_threshold_db=None)
+  basses = latents.LatentCrop(args.oracle, crop_frames=1, silence_threshold_db=None)
+  recs = [(mixes.record(e)["chroma"], basses.record(e)["chroma"], mixes.record(e)["level"])
+          for e in range(0, mixes.num_records, args.every)]
+  hits = {"top1": 0.0, "top3": 0.0, "shuffled_top3": 0.0}
+  frames = 0
+  for i, (mix, bass, level) in enumerate(recs):
+    other = recs[(i + 1) % len(recs)][1]
+    n = min(len(mix), len(other))
+    keep = (level[:n] > -40.0) & (bass[:n].sum(1) > 0) & (mix[:n].sum(1) > 0) & (other[:n].sum(1) > 0)
+    order = np.argsort(-mix[:n][keep], axis=1)
+    for name, pcs, k in (("top1", bass, 1), ("top3", bass, 3), ("shuffled_top3", other, 3)):
+      hits[name] += float((order[:, :k] == pcs[:n][keep].argmax(1)[:, None]).any(1).sum())
+    frames += int(keep.sum())
+  print(f"{frames} frames of {len(recs)} tracks: bass pitch class = the mix chroma's strongest "
+        f"bin {hits['top1'] / frames:.3f}; among its 3 strongest {hits['top3'] / frames:.3f} "
+        f"(another track's bass: {hits['shuffled_top3'] / frames:.3f})")
+
+
 def shift(args) -> None:
   from bassgen.codec import Codec
   codec = Codec.load(args.autoencoder)
@@ -188,6 +215,10 @@ def main() -> None:
   p.add_argument("--ldm", required=True)
   p.add_argument("--latents", default="runs/ldm_demo/latents/val")
   p.add_argument("--sigmas", type=float, nargs="+", default=[0.2, 0.5, 1, 2, 5, 20, 80])
+  p = sub.add_parser("agreement")
+  p.add_argument("--latents", default="runs/ldm_demo/latents/val")
+  p.add_argument("--oracle", default="runs/ctl_oracle/latents/val")
+  p.add_argument("--every", type=int, default=4, help="records per track in the cache")
   p = sub.add_parser("residual")
   p.add_argument("--ldm", required=True)
   p.add_argument("--latents", default="runs/ldm_demo/latents/val")
@@ -199,7 +230,8 @@ def main() -> None:
     if name == "shift":
       p.add_argument("--shifts", type=int, nargs="+", default=[64, 256, 512])
   args = parser.parse_args()
-  {"ratio": ratio, "residual": residual, "shift": shift, "pitch": pitch}[args.what](args)
+  {"ratio": ratio, "residual": residual, "agreement": agreement, "shift": shift,
+   "pitch": pitch}[args.what](args)
 
 
 if __name__ == "__main__":

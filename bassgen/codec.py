@@ -93,12 +93,14 @@ class Codec:
   def num_latent_frames(self, num_samples: int) -> int:
     return -(-num_samples // self.samples_per_latent)
 
-  def _prepare(self, wav_S: np.ndarray) -> tuple[np.ndarray, int]:
-    """The faded signal with `margin` latent frames of silence on both sides, and its frame count."""
+  def prepare(self, wav_S: np.ndarray, pad_to_frames: int | None = None
+              ) -> tuple[np.ndarray, int]:
+    """The faded signal with `margin` latent frames of silence on both sides (after zero-padding
+    it to `pad_to_frames` frames, e.g. a length bucket), and its own frame count."""
     wav_S = fade_edges(np.asarray(wav_S, np.float32), int(EDGE_FADE_S * self.sample_rate))
     spl, m = self.samples_per_latent, self.margin
     num_frames = self.num_latent_frames(len(wav_S))
-    padded = np.zeros(((num_frames + 2 * m) * spl,), np.float32)
+    padded = np.zeros(((max(num_frames, pad_to_frames or 0) + 2 * m) * spl,), np.float32)
     padded[m * spl: m * spl + len(wav_S)] = wav_S
     return padded, num_frames
 
@@ -111,7 +113,7 @@ class Codec:
   def encode(self, wav_S: np.ndarray, *, normalize: bool = True) -> np.ndarray:
     """Latents [L, C] of a mono waveform of any length (L = ceil(S / samples_per_latent))."""
     spl, m, n = self.samples_per_latent, self.margin, self.chunk_frames
-    padded, num_frames = self._prepare(wav_S)
+    padded, num_frames = self.prepare(wav_S)
     starts = list(range(0, num_frames, n))
     windows = []
     for a in starts:  # chunk a covers output frames [a, a + n); its input is padded frames [a, a + n + 2m)
@@ -148,7 +150,7 @@ class Codec:
   def one_pass(self, wav_S: np.ndarray) -> np.ndarray:
     """Reference for the chunked path: the whole (silence-padded) signal in one call."""
     spl, m = self.samples_per_latent, self.margin
-    padded, num_frames = self._prepare(wav_S)
+    padded, num_frames = self.prepare(wav_S)
     z = np.asarray(self._encode(self.params, padded[None]))[0, m: m + num_frames]
     z = self.clip_latent(z)
     zp = np.concatenate([np.zeros((m, z.shape[1]), np.float32), z,

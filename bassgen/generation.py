@@ -22,7 +22,7 @@ import numpy as np
 from flax import nnx
 
 from bassgen import checkpointing, samplers, spectral
-from bassgen.codec import EDGE_FADE_S, Codec, fade_edges, find_export
+from bassgen.codec import Codec, find_export
 from bassgen.data import audio
 from bassgen.errors import BassgenError
 from bassgen.models import unet
@@ -198,20 +198,17 @@ class BassGenerator:
     """
     opts = options or SampleOptions()
     scfg = self._sample_cfg(opts)
-    codec, spl, m = self.codec, self.codec.samples_per_latent, self.codec.margin
     mix = audio.resample(mix_wav, sample_rate, self.sample_rate)
-    frames = codec.num_latent_frames(len(mix))
+    frames = self.codec.num_latent_frames(len(mix))
     bucket = samplers.bucket_length(frames, scfg.bucket_multiple, scfg.buckets)
     k = max(1, int(opts.num_samples))
-    padded = np.zeros(((bucket + 2 * m) * spl,), np.float32)
-    padded[m * spl: m * spl + len(mix)] = fade_edges(np.asarray(mix, np.float32),
-                                                     int(EDGE_FADE_S * self.sample_rate))
+    padded, _ = self.codec.prepare(mix, pad_to_frames=bucket)
     frame_mask = np.zeros((k, bucket), np.float32)
     frame_mask[:, :frames] = 1.0
     key = (scfg.sampler, int(scfg.steps))
     if key not in self._wave_fns:
       self._wave_fns[key] = make_wave_to_wave(self, scfg.sampler, int(scfg.steps))
-    bass = self._wave_fns[key](codec.params, self._full_state(),
+    bass = self._wave_fns[key](self.codec.params, self._full_state(),
                                jnp.asarray(np.repeat(padded[None], k, 0)),
                                jnp.asarray(frame_mask), jax.random.key(opts.seed),
                                samplers.sampler_knobs(scfg))

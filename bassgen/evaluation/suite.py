@@ -78,8 +78,7 @@ def bass_metrics(bass, sample_rate: int, *, mix=None, ref_bass=None, ref_notes=N
                        "analysed `reference`, not both.")
   r = reference
   bass_S = as_mono(bass, "bass")
-  out = harmony_metrics(bass_S, sr, mix=r.mix, ref_track=r.ref_track,
-                        ref_notes=None if r.ref_track is not None else r.ref_notes,
+  out = harmony_metrics(bass_S, sr, mix=r.mix, ref_track=r.ref_track, ref_notes=r.ref_notes,
                         tracker=tracker)
   out.update(rhythm_metrics(bass_S, sr, mix_onsets=r.mix_onsets, ref_onsets=r.ref_onsets))
   if r.timbre_ref is not None:

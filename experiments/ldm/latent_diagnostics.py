@@ -87,7 +87,7 @@ def residual(args) -> None:
                             silence_threshold_db=None, with_chroma=cfg.model.get("mix_chroma", False))
   n = cfg.train.crop_frames
   target, mix, level = [], [], []
-  for e in range(0, crop.num_records, crop.num_records // 64 or 1):  # one mix of every track
+  for e in range(0, crop.num_records, args.every):  # one mix of every track
     r = crop.record(e)
     for st in range(0, r["mix"].shape[0] - n + 1, n):
       target.append(r["target"][st:st + n])
@@ -139,8 +139,10 @@ def agreement(args) -> None:
   from bassgen.data import latents
   mixes = latents.LatentCrop(args.latents, crop_frames=1, silence_threshold_db=None)
   basses = latents.LatentCrop(args.oracle, crop_frames=1, silence_threshold_db=None)
-  recs = [(mixes.record(e)["chroma"], basses.record(e)["chroma"], mixes.record(e)["level"])
-          for e in range(0, mixes.num_records, args.every)]
+  recs = []
+  for e in range(0, mixes.num_records, args.every):
+    rec = mixes.record(e)
+    recs.append((rec["chroma"], basses.record(e)["chroma"], rec["level"]))
   hits = {"top1": 0.0, "top3": 0.0, "shuffled_top3": 0.0}
   frames = 0
   for i, (mix, bass, level) in enumerate(recs):
@@ -223,6 +225,7 @@ def main() -> None:
   p.add_argument("--ldm", required=True)
   p.add_argument("--latents", default="runs/ldm_demo/latents/val")
   p.add_argument("--sigmas", type=float, nargs="+", default=[0.2, 1, 5])
+  p.add_argument("--every", type=int, default=4, help="records per track in the cache")
   for name in ("shift", "pitch"):
     p = sub.add_parser(name)
     p.add_argument("--autoencoder", required=True)

@@ -66,6 +66,14 @@ def _programs(data: str) -> dict[str, int]:
 TRACKER = "pyin"  # set from --tracker
 
 
+def _print_table(header: list[str], rows: list[list[str]], left: int = 1) -> None:
+  """A markdown table; the first `left` columns are left-aligned, the rest right-aligned."""
+  print("| " + " | ".join(header) + " |")
+  print("|" + "".join("---|" if i < left else "---:|" for i in range(len(header))))
+  for r in rows:
+    print("| " + " | ".join(r) + " |")
+
+
 def _harmony(bass, sr, mix) -> float:
   from bassgen.evaluation.harmony import harmony_metrics
   return harmony_metrics(bass, sr, mix=mix, tracker=TRACKER)["chord_tone_share"]
@@ -171,12 +179,10 @@ def t3(args) -> None:
       fd, h = _mean([r["timbre_fd"] for r in sel]), _mean([r["chord_tone_share"] for r in sel])
       summary[f"{kind}/{lam:g}"] = {"timbre_fd": fd, "chord_tone_share": h,
                                     "timbre_reduction": 1 - fd / fd0, "harmony_change": h / h0 - 1}
-  print("| reference | λ | timbre FD ↓ | reduction | chord-tone share | change |")
-  print("|---|---:|---:|---:|---:|---:|")
-  for k, v in summary.items():
-    kind, lam = k.split("/")
-    print(f"| {kind} | {lam} | {v['timbre_fd']:.1f} | {v['timbre_reduction']:+.0%} | "
-          f"{v['chord_tone_share']:.3f} | {v['harmony_change']:+.0%} |")
+  _print_table(["reference", "λ", "timbre FD ↓", "reduction", "chord-tone share", "change"],
+               [[*k.split("/"), f"{v['timbre_fd']:.1f}", f"{v['timbre_reduction']:+.0%}",
+                 f"{v['chord_tone_share']:.3f}", f"{v['harmony_change']:+.0%}"]
+                for k, v in summary.items()])
   _save("t3", {"checkpoint": args.checkpoint, "seconds": args.seconds, "summary": summary,
                "rows": rows})
 
@@ -217,13 +223,11 @@ def t4(args) -> None:
       summary[f"w{w:g}/phi{phi:g}"] = {k: _mean([r[k] for r in sel]) for k in
                                        ("std_ratio", "peak", "clipped_share", "spectral_flatness",
                                         "chord_tone_share")}
-  print("| w | φ | latent std / conditional | peak | clipped share | spectral flatness | "
-        "chord-tone share |")
-  print("|---:|---:|---:|---:|---:|---:|---:|")
-  for k, v in summary.items():
-    w, phi = k.split("/")
-    print(f"| {w[1:]} | {phi[3:]} | {v['std_ratio']:.2f} | {v['peak']:.2f} | "
-          f"{v['clipped_share']:.4f} | {v['spectral_flatness']:.4f} | {v['chord_tone_share']:.3f} |")
+  _print_table(["w", "φ", "latent std / conditional", "peak", "clipped share",
+                "spectral flatness", "chord-tone share"],
+               [[k.split("/")[0][1:], k.split("/")[1][3:], f"{v['std_ratio']:.2f}",
+                 f"{v['peak']:.2f}", f"{v['clipped_share']:.4f}", f"{v['spectral_flatness']:.4f}",
+                 f"{v['chord_tone_share']:.3f}"] for k, v in summary.items()], left=0)
   _save("t4", {"checkpoint": args.checkpoint, "seconds": args.seconds, "summary": summary,
                "rows": rows})
 
@@ -251,11 +255,9 @@ def t5(args) -> None:
       print(label, f"{f}x ({f * seg_s:.1f} s):", round(res[f"{f}x"], 3))
     res["kept_at_max"] = res[f"{max(args.factors)}x"] / res[f"{min(args.factors)}x"]
     out[label] = {"checkpoint": ckpt, "segment_seconds": seg_s, "tracks": len(tracks), **res}
-  print("| model | " + " | ".join(f"{f}x" for f in args.factors) + " | kept |")
-  print("|---|" + "---:|" * (len(args.factors) + 1))
-  for label, r in out.items():
-    print(f"| {label} | " + " | ".join(f"{r[f'{f}x']:.3f}" for f in args.factors)
-          + f" | {r['kept_at_max']:.0%} |")
+  _print_table(["model", *(f"{f}x" for f in args.factors), "kept"],
+               [[label, *(f"{r[f'{f}x']:.3f}" for f in args.factors), f"{r['kept_at_max']:.0%}"]
+                for label, r in out.items()])
   _save("t5", out)
 
 

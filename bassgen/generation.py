@@ -242,6 +242,7 @@ def make_wave_to_wave(gen: BassGenerator, sampler: str, steps: int) -> Any:
           mix_BxS[:, m * spl:], codec.sample_rate, spl, t, frame_mask_BxT)], axis=-1)
     denoise_fn, model = samplers.model_denoiser(gen.graphdef, ldm_state,
                                                 cfg.diffusion.sigma_data)
+    cond = samplers.complete_condition(model, cond, knobs)
     z_bass = samplers.sample(denoise_fn, cond, key, cfg=dict(knobs, **sampler_cfg),
                              frame_mask_BxT=frame_mask_BxT, latent_channels=model.latent_channels)
     z_bass = z_bass * std + mean

@@ -26,7 +26,9 @@ from bassgen.errors import BassgenError
 SAMPLERS = ("euler", "heun", "dpmpp2m")
 # Sampler settings passed as traced scalars: changing them never recompiles.
 KNOBS = ("sigma_min", "sigma_max", "rho", "guidance_w", "rescale_phi", "ground_strength",
-         "ground_sigma_threshold")
+         "ground_sigma_threshold", "harmony_switch_penalty")
+# Knobs that configs written before they existed lack.
+_KNOB_DEFAULTS = {"harmony_switch_penalty": 0.0}
 _EPS = 1e-12
 
 DenoiseFn = Callable[..., jax.Array]
@@ -208,7 +210,8 @@ def sample(denoise_fn: DenoiseFn, cond_BxTxC: jax.Array, key: jax.Array, *, cfg:
 
 def sampler_knobs(cfg: Mapping) -> dict[str, jax.Array]:
   """The traced settings of a `sample` config section, as float32 scalars."""
-  return {name: jnp.asarray(cfg[name], jnp.float32) for name in KNOBS}
+  return {name: jnp.asarray(cfg[name] if name in cfg else _KNOB_DEFAULTS[name], jnp.float32)
+          for name in KNOBS}
 
 
 def model_denoiser(model_graphdef: Any, state: Any, sigma_data: float
@@ -231,6 +234,14 @@ def model_denoiser(model_graphdef: Any, state: Any, sigma_data: float
   return denoise_fn, model
 
 
+def complete_condition(model: Any, cond_BxTxC: jax.Array, knobs: Mapping) -> jax.Array:
+  """The condition the U-Net reads: with a harmony head, the mix latent and chroma followed by
+  the head's pitch-class path (`UNet1D.complete_condition`); otherwise unchanged."""
+  if getattr(model, "harmony", None) is None:
+    return cond_BxTxC
+  return model.complete_condition(cond_BxTxC, knobs["harmony_switch_penalty"])
+
+
 def make_sampler(model_graphdef: Any, *, sigma_data: float, sampler: str, steps: int,
                  progress: bool = False) -> Callable[..., jax.Array]:
   """A jitted `fn(state, cond_BxTxC, key, knobs, style_mean_BxC=None, style_std_BxC=None,
@@ -247,6 +258,7 @@ def make_sampler(model_graphdef: Any, *, sigma_data: float, sampler: str, steps:
   def run(state, cond_BxTxC, key, knobs, style_mean_BxC=None, style_std_BxC=None,
           known_BxTxC=None, known_mask_BxT=None, frame_mask_BxT=None):
     denoise_fn, model = model_denoiser(model_graphdef, state, sigma_data)
+    cond_BxTxC = complete_condition(model, cond_BxTxC, knobs)
     return sample(denoise_fn, cond_BxTxC, key, cfg=dict(knobs, sampler=sampler, steps=steps),
                   style_mean_BxC=style_mean_BxC, style_std_BxC=style_std_BxC,
                   known_BxTxC=known_BxTxC, known_mask_BxT=known_mask_BxT,
@@ -305,5 +317,5 @@ def generate(sample_fn: Callable[..., jax.Array], state: Any, cond_BxTxC: jax.Ar
   return z[:, :t]
 
 
-__all__ = ["SAMPLERS", "KNOBS", "progress_bar", "progress_active", "model_denoiser", "karras_sigmas", "guidance_combine", "guided_denoiser", "ground",
+__all__ = ["SAMPLERS", "KNOBS", "progress_bar", "progress_active", "model_denoiser", "complete_condition", "karras_sigmas", "guidance_combine", "guided_denoiser", "ground",
            "style_stats", "sample", "sampler_knobs", "make_sampler", "bucket_length", "generate"]

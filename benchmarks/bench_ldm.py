@@ -76,8 +76,11 @@ def main() -> None:
   rng = np.random.default_rng(0)
   shape = (cfg.train.batch_size, cfg.train.crop_frames, cfg.model.latent_channels)
   cond_shape = shape[:2] + (unet.cond_channels(cfg.model),)
-  batch = sharding.global_batch({"mix": rng.standard_normal(cond_shape).astype(np.float32),
-                                 "target": rng.standard_normal(shape).astype(np.float32)}, mesh)
+  host = {"mix": rng.standard_normal(cond_shape).astype(np.float32),
+          "target": rng.standard_normal(shape).astype(np.float32)}
+  if unet.harmony_enabled(cfg.model):
+    host["labels"] = rng.integers(0, 13, shape[:2]).astype(np.int32)
+  batch = sharding.global_batch(host, mesh)
   tstate, m = step(tstate, batch, jax.random.key(0))
   jax.block_until_ready(m)
   t = time.perf_counter()

@@ -4,7 +4,8 @@ r"""The audio autoencoder (DESIGN.md §1).
 
 Variants: `paper` (44.1 kHz, hop 256, 16x time down-sampling to 64 channels: ~10.8 latent frames/s,
 64x compression; for TPU/GPU), `demo` (16 kHz, hop 128, 8x down to 32 channels: 32x compression;
-trains on a 2-core CPU), `runlocal` (tiny; what the tests use). Override any field on the command
+trains on a 2-core CPU in two stages: `demo_base` from scratch without the low-band pitch terms,
+then `demo` fine-tunes it with them), `runlocal` (tiny; what the tests use). Override any field on the command
 line: `--config.optim.lr=3e-4`.
 """
 import ml_collections
@@ -38,6 +39,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   lo.latent_noise_std = 0.0    # optional noise on the latent while training
   lo.mrstft_fft_sizes = (256, 512, 1024, 2048)
   lo.mel_n_fft = 1024
+  # Pitch fidelity (experiments/autoencoder/README.md): spectral convergence + floored dB L1 of the
+  # band below lowband_max_hz at long windows, where a bass note a quarter-tone off is visible.
+  # An empty tuple turns the terms off (the autoencoder as first bundled).
+  lo.lowband_fft_sizes = (4096,)
+  lo.lowband_max_hz = 800.0
+  lo.lowband_sc_weight = 1.0
+  lo.lowband_logmag_weight = 1.0
+  lo.lowband_phase_weight = 1.0
   lo.mel_bands = 80
   lo.mel_floor_db = 80.0
 
@@ -63,6 +72,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t = c.train = ml_collections.ConfigDict()
   t.batch_size = 8              # global crops per step; each gives two examples (mix and bass)
   t.num_steps = 10000
+  t.init_from = ""              # an autoencoder export to start from (fine-tuning); "" = random
   t.max_minutes = 85.0          # > 0: stop (checkpoint, export) after this many minutes
   t.log_every = 25
   t.eval_every = 500
@@ -86,6 +96,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m.latent_channels = 64
     lo.mrstft_fft_sizes = (512, 1024, 2048, 4096)
     lo.mel_n_fft = 2048
+    lo.lowband_fft_sizes = (8192,)   # 5.4 Hz bins at 44.1 kHz
     d.crop_samples = 2**16
     t.batch_size = 16
     t.num_steps = 400_000
@@ -105,6 +116,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m.latent_channels = 8
     lo.mrstft_fft_sizes = (128, 256)
     lo.mel_n_fft = 256
+    lo.lowband_fft_sizes = (1024,)
     lo.mel_bands = 32
     d.crop_samples = 2048
     d.num_val_examples = 8
@@ -119,6 +131,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     o.warmup_steps = 2
     c.chunk.latent_frames = 16
     c.chunk.margin = 8
-  elif variant != "demo":
-    raise ValueError(f"unknown variant {variant!r}: use paper, demo or runlocal")
+  elif variant == "demo":
+    # Stage 2 of the demo recipe: fine-tune stage 1 (`demo_base`, no pitch terms) with the
+    # low-band pitch-fidelity terms (experiments/autoencoder/README.md, "Keeping the notes").
+    t.init_from = "runs/ae_demo_base"
+    t.num_steps = 7000
+    t.max_minutes = 40.0
+    o.lr = 5e-4
+    o.warmup_steps = 50
+    o.ema_decay = 0.998
+    lo.lowband_sc_weight = 2.0
+  elif variant == "demo_base":
+    # Stage 1 of the demo recipe: the autoencoder as first bundled (no low-band terms).
+    lo.lowband_fft_sizes = ()
+  else:
+    raise ValueError(f"unknown variant {variant!r}: use paper, demo, demo_base or runlocal")
   return c

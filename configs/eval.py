@@ -29,5 +29,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   e.guidance = 0.0  # when generating; 0 = the model's default
   e.steps = 0  # when generating; 0 = the model's default
   e.seed = 0
+  e.baseline_data = ""  # training renders to fit the linear chroma baseline on ('' = no baseline)
   e.overwrite = False
   return config

@@ -23,6 +23,15 @@ def _model(variant: str) -> ml_collections.ConfigDict:
   # Condition = the mix latent (the paper), plus with `mix_chroma` the mix's 12-bin pitch-class
   # profile per latent frame (computed from the mix waveform; experiments/ldm/README.md).
   m.mix_chroma = variant != "paper"
+  # Harmony pathway (bassgen/models/harmony.py; beyond the paper, off in `paper`): a
+  # transposition-equivariant head predicts the bass pitch class per frame from the mix chroma
+  # (cross-entropy against score/tracked labels, weight aux_weight); the U-Net is conditioned on
+  # a one-hot pitch class (the true one in training, the head's Viterbi path when sampling).
+  m.harmony = ml_collections.ConfigDict()
+  m.harmony.enabled = variant != "paper"
+  m.harmony.hidden = {"paper": 64, "demo": 48, "runlocal": 8}[variant]
+  m.harmony.kernel_size = 9
+  m.harmony.aux_weight = 1.0
   m.dpb_depth = 2  # hidden layers of the DPB MLP
   m.dtype = "bfloat16" if variant == "paper" else "float32"  # compute dtype; parameters are f32
   if variant == "paper":
@@ -79,6 +88,8 @@ def _sample(variant: str) -> ml_collections.ConfigDict:
   s.rescale_phi = 0.7  # 0 = plain classifier-free guidance
   s.ground_strength = 1.0  # style grounding strength λ (only with a reference bass)
   s.ground_sigma_threshold = 1.0  # grounding applies while σ > this
+  # With model.harmony: nats a change of the bass pitch-class path costs (0 = frame-wise argmax).
+  s.harmony_switch_penalty = 6.0
   s.seed = 0
   # For `python -m bassgen.main --config=configs/ldm.py:demo --mode=sample --config.sample.mix=...`
   s.mix = ""  # file(s) or folder, comma-separated

@@ -28,6 +28,9 @@ def _write_songs(root: pathlib.Path, seconds=4.0):
     drums[(beats * SR).astype(int)] = 0.8  # clicks on the beats
     for name, wav in (("bass", bass), ("keys", keys), ("drums", drums)):
       sf.write(d / f"{name}.wav", wav.astype(np.float32), SR)
+    (d / "song.json").write_text(json.dumps({   # the score, as bassgen render writes it
+        "chords": [{"start": 0.0, "end": seconds, "pitches": [p + 12 for p in synthetic.triad(r)]}],
+        "bass_notes": [{"start": n["onset"], "end": n["offset"], "pitch": r} for n in notes]}))
   return root
 
 
@@ -44,13 +47,23 @@ def test_eval_scores_true_bass_high_and_writes_the_report(setup, tmp_path, capsy
   for d in sorted(songs.iterdir()):  # "generated" = the true bass: a known answer
     shutil.copy(d / "bass.wav", gen / f"{d.name}.bass.wav")
   code = cli.main(["eval", "--data", str(songs), "--generated", str(gen), "--checkpoint",
-                   str(bundle), "--no-generate", "--seconds", "0", "--tracker", "pyin"])
+                   str(bundle), "--no-generate", "--seconds", "0", "--tracker", "pyin",
+                   "--baseline-data", str(songs)])
   out, err = capsys.readouterr()
   assert code == 0, err
   report = json.loads((gen / "report.json").read_text())
   assert (gen / "report.md").is_file() and (gen / "report.png").is_file()
-  assert set(report["systems"]) == {"generated", "ground_truth_ae", "shuffled", "silence"}
+  assert set(report["systems"]) == {"generated", "true_bass", "ground_truth_ae", "shuffled",
+                                    "silence", "chroma_linear_argmax", "chroma_linear_sampled"}
   g, s = report["systems"]["generated"]["mean"], report["systems"]["shuffled"]["mean"]
+  # Against the score: the true bass closes the whole shuffled -> true gap, another song's bass
+  # (another root) none of it.
+  assert g["score_pitch_class_accuracy"] > 0.9 and g["score_chord_tone_rate"] > 0.9
+  assert g["score_pitch_class_accuracy_gap"] == pytest.approx(1.0)
+  assert s["score_pitch_class_accuracy"] < 0.1 and s["score_pitch_class_accuracy_gap"] == 0.0
+  assert g["median_cents_off"] < 5.0
+  lin = report["systems"]["chroma_linear_argmax"]["mean"]
+  assert lin["score_chord_tone_rate"] > 0.5   # it reads the keys' chords
   assert g["pitch_class_accuracy"] > 0.9 and g["chord_tone_share"] > 0.9
   assert g["timbre_fd"] < 1e-6 and g["fad"] < 1e-6
   assert s["pitch_class_accuracy"] < 0.5 and s["chord_tone_share"] < g["chord_tone_share"]

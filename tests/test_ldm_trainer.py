@@ -34,8 +34,11 @@ def _batch(cfg, n=8, seed=0):
   shape = (n, cfg.train.crop_frames, cfg.model.latent_channels)
   mix = rng.standard_normal(shape).astype(np.float32)
   chroma = rng.uniform(0, 1, shape[:2] + (unet.cond_channels(cfg.model) - shape[2],))
-  return {"mix": np.concatenate([mix, chroma.astype(np.float32)], -1),
-          "target": (0.8 * mix + 0.2 * rng.standard_normal(shape)).astype(np.float32)}
+  batch = {"mix": np.concatenate([mix, chroma.astype(np.float32)], -1),
+           "target": (0.8 * mix + 0.2 * rng.standard_normal(shape)).astype(np.float32)}
+  if unet.harmony_enabled(cfg.model):
+    batch["labels"] = rng.integers(0, 13, shape[:2]).astype(np.int32)
+  return batch
 
 
 def _one_step(cfg, mesh):

@@ -208,7 +208,7 @@ def test_sampler_accepts_split_states_and_reproduces_a_seed():
   model.conv_out.kernel[...] = 0.1 * jnp.ones_like(model.conv_out.kernel[...])  # F != 0
   graphdef, state = nnx.split(model)
   graphdef3, params, rest = nnx.split(model, nnx.Param, ...)
-  mix = jax.random.normal(jax.random.key(0), (1, 24, unet.cond_channels(config.model)))
+  mix = jax.random.normal(jax.random.key(0), (1, 24, unet.sampling_cond_channels(config.model)))
   run = lambda g, s, seed: samplers.generate(
       samplers.make_sampler(g, sigma_data=1.0, sampler="euler", steps=3), s, mix,
       cfg=_copy_cfg(config.sample, seed=seed), length_multiple=unet.length_multiple(config.model))
@@ -227,7 +227,7 @@ def test_jitted_sampler_compiles_once_per_bucket(monkeypatch):
                                     sampler="heun", steps=4)
   scfg = config.sample
   multiple = unet.length_multiple(config.model)
-  c = unet.cond_channels(config.model)
+  c = unet.sampling_cond_channels(config.model)
   mix_a = jax.random.normal(jax.random.key(0), (2, 20, c))
   mix_b = jax.random.normal(jax.random.key(1), (2, 27, c))  # same bucket (32), other length
   z_a = samplers.generate(sample_fn, state, mix_a, cfg=scfg, length_multiple=multiple)

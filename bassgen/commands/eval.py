@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--guidance", type=float, default=None, help="when generating")
   parser.add_argument("--steps", type=int, default=None, help="when generating")
   parser.add_argument("--seed", type=int, default=0, help="when generating")
+  parser.add_argument("--baseline-data", default=None,
+                      help="training renders (e.g. data/renders/train) to fit the linear chroma "
+                           "baseline on; adds its argmax and sampled rows (renders with a score)")
   parser.add_argument("--overwrite", action="store_true", help="replace an existing report")
 
 
@@ -88,6 +91,11 @@ def run(args: argparse.Namespace) -> int:
                                                    seed=args.seed))
   systems = {"generated": dataset.load_generated(tracks, sr, generated)}
   systems.update(dataset.baselines(tracks, codec, sr))
+  if args.baseline_data:
+    from bassgen.evaluation import chroma_baseline  # pylint: disable=g-import-not-at-top
+    print(f"fitting the linear chroma baseline on {args.baseline_data}", flush=True)
+    systems.update(dataset.chroma_baseline_tracks(
+        tracks, sr, chroma_baseline.fit_on_renders(args.baseline_data)))
   result = dataset.score(tracks, systems, sr, reference=reference,
                          tracker=args.tracker, embedding=args.embedding)
   result.update(data=str(args.data), generated=str(generated), checkpoint=str(args.checkpoint),

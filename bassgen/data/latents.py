@@ -21,18 +21,21 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bassgen.data import pipeline, records
+from bassgen.data import labels, pipeline, records
+from bassgen.evaluation import pitch as transcription
 from bassgen.data.audio import atomic_write_text
 from bassgen.errors import BassgenError
+from bassgen.models import harmony
 
 INDEX_NAME = "latents.json"
 
 
 def _encode_record(mix_LxC: np.ndarray, target_LxC: np.ndarray, level_L: np.ndarray,
-                   chroma_Lx12: np.ndarray) -> bytes:
+                   chroma_Lx12: np.ndarray, labels_L: np.ndarray) -> bytes:
   buf = io.BytesIO()
   np.savez(buf, mix=mix_LxC.astype(np.float16), target=target_LxC.astype(np.float16),
-           level=level_L.astype(np.float32), chroma=chroma_Lx12.astype(np.float16))
+           level=level_L.astype(np.float32), chroma=chroma_Lx12.astype(np.float16),
+           labels=labels_L.astype(np.int8))
   return buf.getvalue()
 
 
@@ -47,7 +50,22 @@ def decode_record(data: bytes) -> dict[str, np.ndarray]:
            "level": f["level"]}
     if "chroma" in f.files:  # caches written before the chroma condition existed lack it
       out["chroma"] = f["chroma"].astype(np.float32)
+    if "labels" in f.files:  # ... and before the harmony pathway, its labels
+      out["labels"] = f["labels"].astype(np.int32)
     return out
+
+
+def track_labels(track: dict, target_S: np.ndarray, sample_rate: int, num_frames: int,
+                 frames_per_second: float) -> tuple[np.ndarray, str]:
+  """(per-latent-frame bass pitch-class labels, where they came from) for a prepared track: the
+  score's bass notes when the target stem sits beside a render's song.json, else the tracked
+  pitch of the target stem."""
+  for f in (track.get("sources") or {}).get(track["stems"][0] if track.get("stems") else "", []):
+    notes = labels.read_bass_notes(pathlib.Path(f).parent / "song.json")
+    if notes is not None:
+      return labels.labels_from_notes(notes, num_frames, frames_per_second), "score"
+  pt = transcription.track_pitch(target_S, sample_rate)
+  return labels.labels_from_f0(pt.times, pt.f0_hz, num_frames, frames_per_second), "tracked"
 
 
 def frame_levels_db(wav_S: np.ndarray, samples_per_frame: int, num_frames: int) -> np.ndarray:
@@ -82,11 +100,14 @@ def cache_latents(codec, prepared_dir: str | pathlib.Path, out_dir: str | pathli
       target_S, others_KxS = stems_KxS[0], stems_KxS[1:]
       z_target = codec.encode(target_S)
       level = frame_levels_db(target_S, codec.samples_per_latent, num_frames)
+      labels_L, _ = track_labels(track, target_S, codec.sample_rate, num_frames,
+                                 codec.sample_rate / codec.samples_per_latent)
       rng = np.random.default_rng([seed, i])
       payloads = []
       for _ in range(mixes_per_track):
         mix_S, _ = pipeline.mix_stems(others_KxS, rng, gain_db_range)
-        payloads.append(_encode_record(codec.encode(mix_S), z_target, level, codec.chroma(mix_S)))
+        payloads.append(_encode_record(codec.encode(mix_S), z_target, level, codec.chroma(mix_S),
+                                       labels_L))
       tmp = path.with_name(f".{path.name}.tmp")
       writer = array_record_module.ArrayRecordWriter(str(tmp), "group_size:1")
       for p in payloads:
@@ -121,7 +142,8 @@ class LatentCrop:
   `model.mix_chroma` U-Net: the mix latent followed by the mix's 12 pitch-class channels."""
 
   def __init__(self, latent_dir: str | pathlib.Path, *, crop_frames: int,
-               silence_threshold_db: float | None, max_tries: int = 10, with_chroma: bool = False):
+               silence_threshold_db: float | None, max_tries: int = 10, with_chroma: bool = False,
+               with_harmony: bool = False):
     self.latent_dir = pathlib.Path(latent_dir)
     index = read_latent_index(self.latent_dir)
     self.paths = [f"{self.latent_dir / t['file']}[0:{t['num_records']}]" for t in index["tracks"]]
@@ -130,6 +152,10 @@ class LatentCrop:
     self.silence_threshold_db = silence_threshold_db
     self.max_tries = max(1, int(max_tries))
     self.with_chroma = bool(with_chroma)
+    self.with_harmony = bool(with_harmony)
+    if self.with_harmony and not self.with_chroma:
+      raise BassgenError("model.harmony needs model.mix_chroma (the head reads the mix chroma); "
+                         "set --config.model.mix_chroma=True.")
     self._source = None
 
   def __getstate__(self):
@@ -148,6 +174,16 @@ class LatentCrop:
                            "model.mix_chroma). Delete the folder so the trainer rebuilds it, or "
                            "train with --config.model.mix_chroma=False.")
       rec["mix"] = np.concatenate([rec["mix"], rec["chroma"]], axis=-1)
+    if self.with_harmony:
+      if "labels" not in rec:
+        raise BassgenError(f"{self.latent_dir}: this latent cache has no bass pitch-class labels "
+                           "(it predates model.harmony). Delete the folder so the trainer "
+                           "rebuilds it, or train with --config.model.harmony.enabled=False.")
+      held = harmony.hold_labels(rec["labels"])
+      teacher = np.zeros((len(held), harmony.NUM_PC), np.float32)
+      ok = held < harmony.NUM_PC
+      teacher[np.nonzero(ok)[0], held[ok]] = 1.0
+      rec["mix"] = np.concatenate([rec["mix"], teacher], axis=-1)
     return rec
 
   def crop(self, rec: dict[str, np.ndarray], start: int) -> dict[str, np.ndarray]:
@@ -157,6 +193,9 @@ class LatentCrop:
       if x.shape[0] < self.crop_frames:
         x = np.pad(x, ((0, self.crop_frames - x.shape[0]), (0, 0)))
       out[k] = x
+    if self.with_harmony:
+      y = rec["labels"][start: start + self.crop_frames]
+      out["labels"] = np.pad(y, (0, self.crop_frames - len(y)), constant_values=harmony.NUM_PC)
     return out
 
   def __call__(self, element: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -176,13 +215,14 @@ class LatentCrop:
 def make_latent_train_dataset(latent_dir: str | pathlib.Path, *, crop_frames: int,
                               batch_size: int, seed: int, silence_threshold_db: float | None = -50.0,
                               shard_index: int | None = None, shard_count: int | None = None,
-                              with_chroma: bool = False):
+                              with_chroma: bool = False, with_harmony: bool = False):
   """Infinite shuffled batches {'mix', 'target': float32[B, crop_frames, C]} of this process."""
   import grain  # pylint: disable=g-import-not-at-top
 
   shard_index, shard_count = pipeline._shard(shard_index, shard_count)  # pylint: disable=protected-access
   cropper = LatentCrop(latent_dir, crop_frames=crop_frames,
-                       silence_threshold_db=silence_threshold_db, with_chroma=with_chroma)
+                       silence_threshold_db=silence_threshold_db, with_chroma=with_chroma,
+                       with_harmony=with_harmony)
   shard_seed = int(np.random.SeedSequence([int(seed), shard_index]).generate_state(1)[0])
   ds = grain.MapDataset.range(cropper.num_records)[shard_index::shard_count]
   ds = ds.seed(shard_seed).shuffle().repeat().random_map(cropper)
@@ -202,13 +242,15 @@ class _EvalCrop:
 def make_latent_eval_batches(latent_dir: str | pathlib.Path, *, crop_frames: int, batch_size: int,
                              num_examples: int, seed: int = 0,
                              silence_threshold_db: float | None = -50.0,
-                             with_chroma: bool = False) -> list[dict[str, np.ndarray]]:
+                             with_chroma: bool = False, with_harmony: bool = False
+                             ) -> list[dict[str, np.ndarray]]:
   """A fixed list of validation batches (same examples every call), for this process."""
   import grain  # pylint: disable=g-import-not-at-top
 
   shard_index, shard_count = pipeline._shard(None, None)  # pylint: disable=protected-access
   cropper = LatentCrop(latent_dir, crop_frames=crop_frames,
-                       silence_threshold_db=silence_threshold_db, with_chroma=with_chroma)
+                       silence_threshold_db=silence_threshold_db, with_chroma=with_chroma,
+                       with_harmony=with_harmony)
   total = max(batch_size * shard_count, (num_examples // (batch_size * shard_count))
               * batch_size * shard_count)
   ds = grain.MapDataset.range(total)[shard_index::shard_count].map(_EvalCrop(cropper, seed, total))

@@ -27,10 +27,19 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from bassgen.errors import BassgenError
+from bassgen.evaluation import pitch
+from bassgen.evaluation import score as score_lib
 
-SYSTEMS = ("generated", "ground_truth_ae", "shuffled", "silence")
+SYSTEMS = ("generated", "true_bass", "ground_truth_ae", "shuffled", "silence")
+# Systems that are pitch tracks, not audio (the linear chroma baseline): scored on the score only.
+TRACK_SYSTEMS = ("chroma_linear_argmax", "chroma_linear_sampled")
+# The score-based harmony metrics, reported as the share of the shuffled -> true-bass gap closed.
+GAP_METRICS = ("score_chord_tone_rate", "score_pitch_class_accuracy")
 # The metrics of the Markdown table, in order, with their direction.
-TABLE = (("chord_tone_share", "higher"), ("pitch_class_accuracy", "higher"),
+TABLE = (("score_chord_tone_rate", "higher"), ("score_chord_tone_rate_gap", "higher"),
+         ("score_pitch_class_accuracy", "higher"), ("score_pitch_class_accuracy_gap", "higher"),
+         ("median_cents_off", "lower"), ("share_off_25c", "lower"), ("voiced_rate", ""),
+         ("chord_tone_share", "higher"), ("pitch_class_accuracy", "higher"),
          ("onset_f_mix", "higher"), ("onset_f_ref", "higher"), ("timbre_fd", "lower"),
          ("fad", "lower"), ("bass_voiced_fraction", ""))
 
@@ -40,6 +49,7 @@ class Track:
   name: str
   mix: np.ndarray   # [S] at the evaluation rate: every stem but the target, summed
   bass: np.ndarray  # [S] the true target stem
+  score: dict | None = None   # a render's score (song.json chords and bass notes), if known
 
 
 def _fit(x: np.ndarray, n: int) -> np.ndarray:
@@ -71,7 +81,7 @@ def load_tracks(data_dir: str | pathlib.Path, sample_rate: int, *, seconds: floa
     for t in entries:
       stems = np.concatenate(records.read_track(data_dir / t["file"]), axis=1)
       stems = audio.resample(stems, int(index["sample_rate"]), sample_rate)
-      tracks.append(Track(t["name"], stems[1:].sum(0), stems[0]))
+      tracks.append(Track(t["name"], stems[1:].sum(0), stems[0], _score_beside(t)))
   else:
     folders = sorted(p for p in data_dir.iterdir() if (p / f"{target}.wav").is_file())
     if not folders:
@@ -85,11 +95,24 @@ def load_tracks(data_dir: str | pathlib.Path, sample_rate: int, *, seconds: floa
         raise BassgenError(f"{p}: only the {target} stem is there, so there is no mix to score "
                            "against. Remove the folder or add its other stems.")
       n = max(len(bass), *(len(o) for o in others))
-      tracks.append(Track(p.name, sum(_fit(o, n) for o in others), _fit(bass, n)))
+      song = score_lib.read_score(p) if (p / "song.json").is_file() else None
+      tracks.append(Track(p.name, sum(_fit(o, n) for o in others), _fit(bass, n), song))
   if seconds:
     n = int(seconds * sample_rate)
-    tracks = [Track(t.name, t.mix[:n], t.bass[:n]) for t in tracks]
+    tracks = [Track(t.name, t.mix[:n], t.bass[:n],
+                    None if t.score is None else score_lib.crop_score(t.score, seconds))
+              for t in tracks]
   return tracks
+
+
+def _score_beside(entry: dict) -> dict | None:
+  """The score of a prepared track whose target stem came from a render (song.json beside it)."""
+  for files in (entry.get("sources") or {}).values():
+    for f in files:
+      song = pathlib.Path(f).parent / "song.json"
+      if song.is_file():
+        return score_lib.read_score(song)
+  return None
 
 
 def generated_path(folder: pathlib.Path, name: str) -> pathlib.Path:
@@ -147,8 +170,8 @@ def baselines(tracks: Sequence[Track], codec: Any, sample_rate: int) -> dict[str
   shuffled = [_fit(tracks[(i + shift) % n].bass, len(t.bass)) for i, t in enumerate(tracks)]
   if n < 2:
     raise BassgenError("the shuffled-pairs baseline needs at least 2 tracks; give more data")
-  return {"ground_truth_ae": through, "shuffled": shuffled,
-          "silence": [np.zeros_like(t.bass) for t in tracks]}
+  return {"true_bass": [t.bass for t in tracks], "ground_truth_ae": through,
+          "shuffled": shuffled, "silence": [np.zeros_like(t.bass) for t in tracks]}
 
 
 def _nanmean(values: Sequence[float]) -> float:
@@ -169,8 +192,20 @@ def score(tracks: Sequence[Track], systems: dict[str, Sequence[np.ndarray]], sam
                                    style_ref=None if refs is None else refs[i], tracker=tracker)
            for i, t in enumerate(tracks)]  # once per song, not once per system
   for name, stems in systems.items():
-    per_track = [suite.bass_metrics(b, sample_rate, reference=song, tracker=tracker)
-                 for song, b in zip(songs, stems)]
+    if name in TRACK_SYSTEMS:   # pitch tracks: only the score-based metrics apply
+      per_track = [score_lib.score_metrics(tr, t.score) if t.score is not None else {}
+                   for t, tr in zip(tracks, stems)]
+      means = {k: _nanmean([m.get(k, float("nan")) for m in per_track])
+               for k in sorted({k for m in per_track for k in m})}
+      result["systems"][name] = {"mean": means, "per_track": per_track}
+      continue
+    per_track = []
+    for t, song, b in zip(tracks, songs, stems):
+      m = suite.bass_metrics(b, sample_rate, reference=song, tracker=tracker)
+      if t.score is not None:
+        m.update(score_lib.score_metrics(pitch.track_pitch(b, sample_rate, tracker=tracker),
+                                         t.score))
+      per_track.append(m)
     keys = sorted({k for m in per_track for k in m})
     means = {k: _nanmean([m.get(k, float("nan")) for m in per_track]) for k in keys}
     try:
@@ -179,8 +214,43 @@ def score(tracks: Sequence[Track], systems: dict[str, Sequence[np.ndarray]], sam
     except (BassgenError, ValueError, np.linalg.LinAlgError):
       means["fad"] = float("nan")
     result["systems"][name] = {"mean": means, "per_track": per_track}
-    log(f"{name}: " + ", ".join(f"{k} {means[k]:.3f}" for k, _ in TABLE if k in means))
+  add_gaps(result)
+  for name, r in result["systems"].items():
+    log(f"{name}: " + ", ".join(f"{k} {r['mean'][k]:.3f}" for k, _ in TABLE if k in r["mean"]))
   return result
+
+
+def add_gaps(result: dict[str, Any]) -> None:
+  """Adds `<metric>_gap` (share of the shuffled -> true-bass gap closed) to every system's means,
+  for the score-based harmony metrics, when both baselines were scored."""
+  sy = result["systems"]
+  if "shuffled" not in sy or "true_bass" not in sy:
+    return
+  for k in GAP_METRICS:
+    lo, hi = sy["shuffled"]["mean"].get(k), sy["true_bass"]["mean"].get(k)
+    if lo is None or hi is None:
+      continue
+    for r in sy.values():
+      if k in r["mean"]:
+        r["mean"][f"{k}_gap"] = score_lib.gap_closed(r["mean"][k], lo, hi)
+
+
+def chroma_baseline_tracks(tracks: Sequence[Track], sample_rate: int, baseline: Any, *,
+                           hop_s: float = 0.016) -> dict[str, list]:
+  """The linear chroma predictor's pitch tracks for every track, argmax and sampled, voiced where
+  the score's bass sounds (it predicts a pitch class, not when the bass plays)."""
+  out = {name: [] for name in TRACK_SYSTEMS}
+  for t in tracks:
+    times = np.arange(0.0, len(t.mix) / sample_rate, hop_s)
+    ref = (pitch.notes_to_track(pitch.as_notes(t.score["bass_notes"]), times)
+           if t.score is not None else None)
+    for name, mode in zip(TRACK_SYSTEMS, ("argmax", "sampled")):
+      tr = baseline.predict(t.mix, sample_rate, times, mode=mode)
+      if ref is not None:
+        tr = dataclasses.replace(tr, voiced=ref.voiced.copy(),
+                                 f0_hz=np.where(ref.voiced, tr.f0_hz, np.nan))
+      out[name].append(tr)
+  return out
 
 
 def _fmt(v: float) -> str:
@@ -212,7 +282,7 @@ def plot(result: dict[str, Any], path: pathlib.Path) -> None:
   for ax, k in zip(axes[0], keys):
     vals = [result["systems"][s]["mean"].get(k, float("nan")) for s in systems]
     ax.bar(range(len(systems)), [0 if not math.isfinite(v) else v for v in vals],
-           color=["C0", "C2", "C1", "C7"][: len(systems)])
+           color=[f"C{i}" for i in range(len(systems))])
     ax.set_xticks(range(len(systems)), [s.replace("_", "\n") for s in systems], fontsize=7)
     ax.set_title(k, fontsize=9)
   fig.tight_layout()

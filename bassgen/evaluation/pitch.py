@@ -3,7 +3,8 @@
 Two trackers, picked by `tracker=`:
 - "pyin": librosa's probabilistic YIN, always available. Audio is analysed at 16 kHz with
   2048-sample frames (128 ms: two periods of 30 Hz fit), a 256-sample hop (16 ms) and a pitch grid
-  of 0.2 semitone.
+  of 0.2 semitone; where YIN's interpolated f0 agrees within 60 cents it replaces the grid value
+  (so intonation can be read in cents).
 - "swift-f0": the swift-f0 ONNX model (the `eval` extra: `pip install .[eval]`), faster and more
   robust on real recordings. Its range starts at 46.9 Hz, above the bass's low E (41.2 Hz), so the
   audio is analysed an octave up (played at twice the speed: 8 kHz read as 16 kHz) and the f0
@@ -144,6 +145,13 @@ def _track_pyin(wav_S: np.ndarray, sr: int, fmin: float, fmax: float) -> PitchTr
   f0, voiced, prob = librosa.pyin(
       x_S, fmin=fmin, fmax=min(fmax, _PYIN_SR / 4), sr=_PYIN_SR, frame_length=_PYIN_FRAME,
       hop_length=_PYIN_HOP, resolution=0.2, center=True)
+  # pyin's f0 sits on its 0.2-semitone grid; YIN's parabolic interpolation gives a continuous f0.
+  # Where the two agree within 60 cents, the finer one is kept (intonation needs cents).
+  fine = librosa.yin(x_S, fmin=fmin, fmax=min(fmax, _PYIN_SR / 4), sr=_PYIN_SR,
+                     frame_length=_PYIN_FRAME, hop_length=_PYIN_HOP, center=True)[: len(f0)]
+  with np.errstate(invalid="ignore", divide="ignore"):
+    close = np.abs(1200.0 * np.log2(fine / f0)) < 60.0
+  f0 = np.where(np.isfinite(f0) & close, fine, f0)
   n_frames = 1 + len(wav_S) * _PYIN_SR // (sr * _PYIN_HOP)
   return _make_track(np.arange(len(f0)) * _PYIN_HOP / _PYIN_SR, f0, voiced, prob, n_frames)
 

@@ -21,7 +21,7 @@ import ml_collections
 from flax import nnx
 
 from bassgen.errors import BassgenError
-from bassgen.models import layers
+from bassgen.models import harmony, layers
 
 POSITIONS = ("dpb", "sinusoidal", "none")
 
@@ -31,9 +31,21 @@ def length_multiple(cfg: ml_collections.ConfigDict) -> int:
   return 2 ** (len(cfg.channels) - 1)
 
 
+def harmony_enabled(cfg: ml_collections.ConfigDict) -> bool:
+  return bool(cfg.get("harmony", {}).get("enabled", False))
+
+
 def cond_channels(cfg: ml_collections.ConfigDict) -> int:
-  """Channels of the condition: the mix latent (+ 12 pitch-class channels with `mix_chroma`)."""
-  return cfg.latent_channels + (12 if cfg.get("mix_chroma", False) else 0)
+  """Channels of the condition: the mix latent (+ 12 pitch-class channels with `mix_chroma`)
+  (+ 12 one-hot bass pitch-class channels with `harmony.enabled`)."""
+  return (cfg.latent_channels + (12 if cfg.get("mix_chroma", False) else 0)
+          + (harmony.NUM_PC if harmony_enabled(cfg) else 0))
+
+
+def sampling_cond_channels(cfg: ml_collections.ConfigDict) -> int:
+  """Channels of the condition a sampler is given: the mix latent and chroma; the harmony
+  channels are added inside the sampler from the head's prediction (`complete_condition`)."""
+  return cond_channels(cfg) - (harmony.NUM_PC if harmony_enabled(cfg) else 0)
 
 
 def _downsample_mask(frame_mask_BxT: jax.Array | None) -> jax.Array | None:
@@ -60,8 +72,14 @@ class UNet1D(nnx.Module):
     if bad:
       raise BassgenError(f"model.attn_levels {tuple(cfg.attn_levels)} names levels outside "
                          f"0..{levels - 1}; fix it in configs/ldm.py")
+    if harmony_enabled(cfg) and not cfg.get("mix_chroma", False):
+      raise BassgenError("model.harmony.enabled needs model.mix_chroma=True (the harmony head "
+                         "reads the mix chroma); fix configs/ldm.py or the overrides")
     self.latent_channels = cfg.latent_channels
     self.cond_channels = cond_channels(cfg)
+    # The harmony head (bassgen/models/harmony.py): mix chroma -> bass pitch-class logits.
+    self.harmony = (harmony.HarmonyHead(cfg.harmony.hidden, cfg.harmony.kernel_size, rngs=rngs)
+                    if harmony_enabled(cfg) else None)
     self.position = cfg.position
     self.multiple = length_multiple(cfg)
     groups, emb_dim = cfg.norm_groups, cfg.emb_dim
@@ -119,6 +137,23 @@ class UNet1D(nnx.Module):
     self.norm_out = layers.group_norm(c, groups, rngs=rngs, dtype=dtype)
     self.conv_out = layers.conv(c, cfg.latent_channels, cfg.kernel_size, rngs=rngs, scale=0.0,
                                 dtype=dtype)
+
+  def chroma_of(self, cond_BxTxC: jax.Array) -> jax.Array:
+    """The mix chroma channels of a condition [B, T, C'] (after the mix latent)."""
+    c = self.latent_channels
+    return cond_BxTxC[..., c: c + harmony.NUM_PC]
+
+  def harmony_logits(self, cond_BxTxC: jax.Array) -> jax.Array:
+    """Bass pitch-class logits [B, T, 12] from a condition's mix chroma (needs the head)."""
+    return self.harmony(self.chroma_of(cond_BxTxC))
+
+  def complete_condition(self, cond_BxTxC: jax.Array, switch_penalty: float) -> jax.Array:
+    """A sampling condition: the mix latent and chroma [B, T, C' - 12] followed by the one-hot of
+    the head's most likely pitch-class path. Without the head, `cond_BxTxC` unchanged."""
+    if self.harmony is None:
+      return cond_BxTxC
+    path = harmony.decode_path(self.harmony_logits(cond_BxTxC), switch_penalty)
+    return jnp.concatenate([cond_BxTxC, harmony.one_hot_path(path, cond_BxTxC.dtype)], axis=-1)
 
   def __call__(self, x_BxTxC: jax.Array, sigma_B: jax.Array, cond_BxTxC: jax.Array,
                cond_mask_B: jax.Array, frame_mask_BxT: jax.Array | None = None,

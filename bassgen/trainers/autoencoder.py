@@ -11,6 +11,7 @@ the autoencoder must code).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import pathlib
 import time
@@ -24,6 +25,8 @@ import optax
 from flax import nnx
 
 from bassgen import checkpointing, sharding
+from bassgen import codec as codec_lib
+from bassgen.errors import BassgenError
 from bassgen.models import autoencoder_losses
 from bassgen.models.autoencoder import Autoencoder
 from bassgen.trainers import common
@@ -67,7 +70,14 @@ def setup(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Setup:
 
 
 def create_state(cfg: ml_collections.ConfigDict, s: Setup, key: jax.Array) -> dict:
-  """Initialises parameters, EMA (= parameters) and optimizer directly into their shardings."""
+  """Initialises parameters, EMA (= parameters) and optimizer directly into their shardings.
+
+  With `train.init_from` (an autoencoder export, workdir or bundle of the same architecture), the
+  parameters start from that model's weights instead of random ones (fine-tuning with new losses).
+  """
+  init_from = cfg.train.get("init_from", "")
+  if init_from:
+    return _state_from_export(cfg, s, init_from)
 
   def init(k):
     params = nnx.to_pure_dict(nnx.state(build_model(cfg, k)))
@@ -75,6 +85,26 @@ def create_state(cfg: ml_collections.ConfigDict, s: Setup, key: jax.Array) -> di
             "ema": jax.tree.map(jnp.copy, params), "opt": s.tx.init(params)}
 
   return jax.jit(init, out_shardings=s.state_sharding)(key)
+
+
+def _state_from_export(cfg: ml_collections.ConfigDict, s: Setup, path: str) -> dict:
+  directory = codec_lib.find_export(path, "autoencoder")
+  meta = checkpointing.load_meta(directory)
+  theirs = meta.get("config", {}).get("model")
+  if meta.get("kind") != "autoencoder" or theirs is None or theirs != json.loads(
+      json.dumps(cfg.model.to_dict())):
+    raise BassgenError(f"{directory}: train.init_from must be an autoencoder export with the same "
+                       "model section as this config (configs/autoencoder.py); its architecture "
+                       "differs. Train from scratch with --config.train.init_from=''.")
+  params = checkpointing.load_params(directory, s.abstract_state["params"])
+  logging.info("initialised the parameters from %s (step %s)", directory, meta.get("step"))
+
+  def init(p):
+    p = jax.tree.map(lambda x: x.astype(jnp.float32), p)
+    return {"step": jnp.zeros((), jnp.int32), "params": p,
+            "ema": jax.tree.map(jnp.copy, p), "opt": s.tx.init(p)}
+
+  return jax.jit(init, out_shardings=s.state_sharding)(params)
 
 
 def _forward(graphdef, params, wav_BxS, noise_key, cfg):

@@ -22,7 +22,8 @@ from flax import nnx
 
 from bassgen import checkpointing, sharding
 from bassgen.diffusion import edm
-from bassgen.models.unet import UNet1D, count_params
+from bassgen.models import harmony
+from bassgen.models.unet import UNet1D, count_params, harmony_enabled
 from bassgen.trainers import common
 
 # Validation noise levels. The first three are the ones the loss ratio target is stated at; the
@@ -86,8 +87,13 @@ def make_train_step(cfg: ml_collections.ConfigDict, s: Setup) -> Callable:
     key = jax.random.fold_in(key, state["step"])
 
     def loss_fn(params):
-      return edm.denoising_loss(merge(s, params, train=True), batch["target"], batch["mix"], key,
-                                cfg.diffusion)
+      model = merge(s, params, train=True)
+      loss, aux = edm.denoising_loss(model, batch["target"], batch["mix"], key, cfg.diffusion)
+      if model.harmony is not None:
+        ce, acc = harmony.aux_loss(model.harmony_logits(batch["mix"]), batch["labels"])
+        aux = dict(aux, harmony_ce=ce, harmony_acc=acc)
+        loss = loss + cfg.model.harmony.aux_weight * ce
+      return loss, aux
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
     updates, opt = s.tx.update(grads, state["opt"], state["params"])
@@ -99,12 +105,18 @@ def make_train_step(cfg: ml_collections.ConfigDict, s: Setup) -> Callable:
                     "train/lr": s.schedule(state["step"])})
     return {"step": state["step"] + 1, "params": params, "ema": ema, "opt": opt}, metrics
 
-  batch_sh = sharding.batch_sharding(s.mesh, 3)
   return jax.jit(train_step,
-                 in_shardings=(s.state_sharding, {"mix": batch_sh, "target": batch_sh},
+                 in_shardings=(s.state_sharding, batch_shardings(cfg, s.mesh),
                                sharding.replicated(s.mesh)),
                  out_shardings=(s.state_sharding, sharding.replicated(s.mesh)),
                  donate_argnums=(0,))
+
+
+def batch_shardings(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> dict:
+  out = {"mix": sharding.batch_sharding(mesh, 3), "target": sharding.batch_sharding(mesh, 3)}
+  if harmony_enabled(cfg.model):
+    out["labels"] = sharding.batch_sharding(mesh, 2)
+  return out
 
 
 def make_eval_step(cfg: ml_collections.ConfigDict, s: Setup) -> Callable:
@@ -119,6 +131,13 @@ def make_eval_step(cfg: ml_collections.ConfigDict, s: Setup) -> Callable:
         out[f"sigma{sigma:g}_{name}"] = edm.val_loss_at_sigma(
             model, batch["target"], batch["mix"], sigma, k, use_cond,
             sigma_data=cfg.diffusion.sigma_data)
+    if model.harmony is not None:
+      logits = model.harmony_logits(batch["mix"])
+      out["harmony_ce"], out["harmony_acc"] = harmony.aux_loss(logits, batch["labels"])
+      # The pitch-class path the sampler would condition on, scored against the labels.
+      path = harmony.decode_path(logits, cfg.sample.get("harmony_switch_penalty", 0.0))
+      _, out["harmony_path_acc"] = harmony.aux_loss(
+          jnp.log(harmony.one_hot_path(path) + 1e-6), batch["labels"])
     return out
 
   return jax.jit(eval_step)
@@ -170,7 +189,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Pa
   train_iter = iter(latents.make_latent_train_dataset(
       train_dir, crop_frames=cfg.train.crop_frames, batch_size=per_process, seed=cfg.seed,
       silence_threshold_db=cfg.data.silence_threshold_db,
-      with_chroma=cfg.model.get("mix_chroma", False)))
+      with_chroma=cfg.model.get("mix_chroma", False), with_harmony=harmony_enabled(cfg.model)))
   manager = checkpointing.make_manager(workdir / "checkpoints", keep=cfg.train.keep_checkpoints)
   if manager.latest_step() is not None:
     state, _ = checkpointing.restore(manager, s.abstract_state, train_iter)
@@ -185,7 +204,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Pa
                                          batch_size=per_process,
                                          num_examples=cfg.data.num_val_examples, seed=cfg.seed,
                                          silence_threshold_db=cfg.data.silence_threshold_db,
-                                         with_chroma=cfg.model.get("mix_chroma", False))
+                                         with_chroma=cfg.model.get("mix_chroma", False),
+                                         with_harmony=harmony_enabled(cfg.model))
   writer = common.MetricWriter(workdir)
   step = int(state["step"])
   num_steps = cfg.train.num_steps

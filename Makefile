@@ -5,6 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 EXTRAS ?= dev
 
+# Optional second soundfont for the generalisation test set (apt-get install fluid-soundfont-gm).
+FLUID_SF2 ?= /usr/share/sounds/sf2/FluidR3_GM.sf2
+
 MIX   ?= experiments/demo/inputs
 OUT   ?= samples
 CKPT  ?= experiments/demo
@@ -38,11 +41,18 @@ data: $(STAMP)
 	$(BIN)/bassgen render --source chorales --split train --sample-rate 16000 --out data/renders/train
 	$(BIN)/bassgen render --num-songs 30 --seed 1 --sample-rate 16000 --out data/renders/test
 	$(BIN)/bassgen render --source chorales --split test --sample-rate 16000 --out data/renders/test
+	if [ -f $(FLUID_SF2) ]; then \
+	  $(BIN)/bassgen render --num-songs 30 --seed 1 --sample-rate 16000 --soundfont $(FLUID_SF2) --out data/renders/test_fluid; \
+	  $(BIN)/bassgen render --source chorales --split test --sample-rate 16000 --soundfont $(FLUID_SF2) --out data/renders/test_fluid; \
+	else echo "($(FLUID_SF2) missing: apt-get install fluid-soundfont-gm for the other-soundfont test set)"; fi
 	$(BIN)/bassgen prepare --layout folder --root data/renders/train --out data/prepared/train --split train --sample-rate 16000
 	$(BIN)/bassgen prepare --layout folder --root data/renders/test --out data/prepared/test --split test --sample-rate 16000
 
-# Retrains the bundled demo model from scratch on `make data` (see experiments/demo/README.md).
+# Retrains the bundled demo model from scratch on `make data` (see experiments/demo/README.md):
+# autoencoder stage 1 (no pitch terms), stage 2 (fine-tuned with the low-band pitch terms), then
+# the diffusion model with the harmony pathway on stage 2's latents.
 demo-train: $(STAMP)
+	$(BIN)/python -m bassgen.main --config=configs/autoencoder.py:demo_base --workdir=runs/ae_demo_base
 	$(BIN)/python -m bassgen.main --config=configs/autoencoder.py:demo --workdir=runs/ae_demo
 	$(BIN)/python -m bassgen.main --config=configs/ldm.py:demo --workdir=runs/ldm_demo
 	$(BIN)/bassgen bundle --autoencoder runs/ae_demo --ldm runs/ldm_demo --out experiments/demo

@@ -31,6 +31,7 @@ def _model(variant: str) -> ml_collections.ConfigDict:
   m.harmony.enabled = variant != "paper"
   m.harmony.hidden = {"paper": 64, "demo": 48, "runlocal": 8}[variant]
   m.harmony.kernel_size = 9
+  m.harmony.equivariant = True  # False: the ablation without sharing across transpositions
   m.harmony.aux_weight = 1.0
   m.dpb_depth = 2  # hidden layers of the DPB MLP
   m.dtype = "bfloat16" if variant == "paper" else "float32"  # compute dtype; parameters are f32

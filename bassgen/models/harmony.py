@@ -32,30 +32,42 @@ def rotations(chroma_BxTx12: jax.Array) -> jax.Array:
 
 
 class HarmonyHead(nnx.Module):
-  """Mix chroma [B, T, 12] -> bass pitch-class logits [B, T, 12], equivariant to transposition."""
+  """Mix chroma [B, T, 12] -> bass pitch-class logits [B, T, 12].
 
-  def __init__(self, hidden: int, kernel_size: int, *, rngs: nnx.Rngs):
+  With `equivariant` (the default) one shared net scores every pitch class on the chroma rotated
+  to it, so the head is equivariant to transposition. Without it (the ablation), the same conv
+  stack reads the 12 chroma channels as they are and outputs 12 logits: every key is learned on
+  its own.
+  """
+
+  def __init__(self, hidden: int, kernel_size: int, *, rngs: nnx.Rngs, equivariant: bool = True):
     init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
     conv = lambda c_in, c_out, k, d: nnx.Conv(c_in, c_out, kernel_size=(k,),
                                              kernel_dilation=(d,), padding="SAME",
                                              kernel_init=init, rngs=rngs)
+    self.equivariant = equivariant
     self.conv1 = conv(NUM_PC + 1, hidden, kernel_size, 1)
     self.conv2 = conv(hidden, hidden, kernel_size, 2)
     self.conv3 = conv(hidden, hidden, kernel_size, 4)
-    self.out = nnx.Conv(hidden, 1, kernel_size=(1,), kernel_init=nnx.initializers.zeros_init(),
-                        rngs=rngs)
+    self.out = nnx.Conv(hidden, 1 if equivariant else NUM_PC, kernel_size=(1,),
+                        kernel_init=nnx.initializers.zeros_init(), rngs=rngs)
+
+  def _stack(self, x: jax.Array) -> jax.Array:
+    h = jax.nn.silu(self.conv1(x))
+    h = h + jax.nn.silu(self.conv2(h))
+    h = h + jax.nn.silu(self.conv3(h))
+    return self.out(h)
 
   def __call__(self, chroma_BxTx12: jax.Array) -> jax.Array:
     b, t, _ = chroma_BxTx12.shape
     chroma = chroma_BxTx12.astype(jnp.float32)
     loud_BxTx1 = jnp.sum(chroma, axis=-1, keepdims=True)          # how much pitched energy
+    if not self.equivariant:
+      return self._stack(jnp.concatenate([chroma, loud_BxTx1], axis=-1))
     rot = rotations(chroma)                                        # [B, T, K, 12]
     x = jnp.concatenate([rot, jnp.broadcast_to(loud_BxTx1[:, :, None], (b, t, NUM_PC, 1))], -1)
     x = jnp.transpose(x, (0, 2, 1, 3)).reshape(b * NUM_PC, t, NUM_PC + 1)   # k joins the batch
-    h = jax.nn.silu(self.conv1(x))
-    h = h + jax.nn.silu(self.conv2(h))
-    h = h + jax.nn.silu(self.conv3(h))
-    logits = self.out(h).reshape(b, NUM_PC, t)
+    logits = self._stack(x).reshape(b, NUM_PC, t)
     return jnp.transpose(logits, (0, 2, 1))
 
 

@@ -78,7 +78,8 @@ class UNet1D(nnx.Module):
     self.latent_channels = cfg.latent_channels
     self.cond_channels = cond_channels(cfg)
     # The harmony head (bassgen/models/harmony.py): mix chroma -> bass pitch-class logits.
-    self.harmony = (harmony.HarmonyHead(cfg.harmony.hidden, cfg.harmony.kernel_size, rngs=rngs)
+    self.harmony = (harmony.HarmonyHead(cfg.harmony.hidden, cfg.harmony.kernel_size, rngs=rngs,
+                                        equivariant=cfg.harmony.get("equivariant", True))
                     if harmony_enabled(cfg) else None)
     self.position = cfg.position
     self.multiple = length_multiple(cfg)

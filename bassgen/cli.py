@@ -5,6 +5,8 @@ import argparse
 import importlib
 import sys
 
+from bassgen import numba_cache
+
 # name -> (module with add_arguments/run, one-line help)
 COMMANDS = {
     "sample": ("bassgen.commands.sample", "generate a bass stem for mixes (the main job)"),
@@ -26,13 +28,15 @@ def _usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+  numba_cache.configure()   # before librosa compiles anything (see bassgen/numba_cache.py)
   argv = sys.argv[1:] if argv is None else argv
   if not argv or argv[0] in ("-h", "--help"):
     print(_usage())
     return 0 if argv else 2
   name, rest = argv[0], argv[1:]
   if name not in COMMANDS:
-    print(f"bassgen: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+    print(f"bassgen: unknown command {name!r}. Commands: {', '.join(COMMANDS)} "
+          "(bassgen --help says what each does).", file=sys.stderr)
     return 2
   module_name, text = COMMANDS[name]
   from bassgen.errors import BassgenError  # pylint: disable=g-import-not-at-top

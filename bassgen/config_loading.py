@@ -34,12 +34,14 @@ def load_config(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> ml_co
 def set_field(cfg: ml_collections.ConfigDict, dotted: str, text: str) -> None:
   *parents, leaf = dotted.split(".")
   node = cfg
-  for p in parents:
-    if p not in node:
-      raise BassgenError(f"unknown config field {dotted!r}")
-    node = node[p]
-  if leaf not in node:
-    raise BassgenError(f"unknown config field {dotted!r}")
+  for depth, key in enumerate(parents + [leaf]):
+    if not isinstance(node, ml_collections.ConfigDict) or key not in node:
+      where = ".".join(parents[:depth]) or "the config"
+      known = (f" (it has {', '.join(sorted(node.keys()))})"
+               if isinstance(node, ml_collections.ConfigDict) else " (it is not a group)")
+      raise BassgenError(f"unknown config field {dotted!r}: {where} has no {key!r}{known}")
+    if depth < len(parents):
+      node = node[key]
   try:
     value = ast.literal_eval(text)
   except (ValueError, SyntaxError):

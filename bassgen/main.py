@@ -5,10 +5,13 @@ r"""Config-driven entry point.
 
 On a multi-host TPU/GPU slice, run the same command on every host with `--distributed`.
 """
+import re
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from bassgen import numba_cache
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/NAME.py[:variant]",
                                           lock_config=False)
@@ -22,6 +25,7 @@ flags.mark_flags_as_required(["config"])
 
 def main(argv):
   del argv
+  numba_cache.configure()   # before librosa compiles anything (see bassgen/numba_cache.py)
   import jax  # pylint: disable=g-import-not-at-top
 
   from bassgen import runner  # pylint: disable=g-import-not-at-top
@@ -40,5 +44,30 @@ def main(argv):
     sys.exit(1)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a bad config, variant or override reported in one line."""
+  try:
+    rest = flags.FLAGS(argv)
+    getattr(_CONFIG.value, "kind", None)   # ml_collections reports a missing file only on first use
+    return rest
+  except OSError:
+    print(f"error: --config={flags.FLAGS['config'].config_filename}: no such config file. Use "
+          "e.g. configs/autoencoder.py:demo.", file=sys.stderr)
+  except flags.Error as e:   # e.g. an unknown variant: the config file's own message, not its trace
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    if "Traceback" in str(e):   # "flag --config=...: Error whilst parsing ...:" + trace + "Err: why"
+      lines = [f"{lines[0].split(': ')[0]}: {lines[-1].split(': ', 1)[-1]}"]
+    print(f"error: {lines[0]}", file=sys.stderr)
+  except (AttributeError, KeyError) as e:   # ml_collections: an override of a field that is not there
+    field = (re.findall(r"\w+", str(e)) or ["?"])[0]
+    hint = re.search(r'Did you mean "(\w+)"', str(e))
+    bad = [a.split("=")[0] for a in argv[1:]
+           if a.startswith("--config.") and field in a.split("=")[0].split(".")] or ["--config.*"]
+    print(f"error: {bad[0]}: the config has no field {field!r}"
+          f"{f' (did you mean {hint[1]!r}?)' if hint else ''}. Check the name against the config "
+          "file.", file=sys.stderr)
+  sys.exit(1)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import html
 import os
 import pathlib
+import urllib.parse
 from typing import Sequence
 
 import numpy as np
@@ -59,8 +60,12 @@ def index_html(path: str | os.PathLike, items: Sequence[dict], *, settings: str,
   """One section per input: players for mix, bass(es) and mix with bass, and the picture.
 
   Each item: {'name', 'mix', 'basses': [...], 'with_bass': [...], 'png', 'midi'} with file names
-  relative to the page's folder.
+  relative to the page's folder. Links are URL-encoded, so names with '#', '?', '%', spaces or
+  non-ASCII letters resolve to the files.
   """
+  def url(name: str) -> str:
+    return html.escape(urllib.parse.quote(name))
+
   rows = []
   for it in items:
     players = [("mix", it["mix"])]
@@ -69,12 +74,12 @@ def index_html(path: str | os.PathLike, items: Sequence[dict], *, settings: str,
       players += [(f"bass{suffix}", b), (f"mix + bass{suffix}", wb)]
     audio_rows = "\n".join(
         f'<div class="p"><span>{html.escape(label)}</span><audio controls preload="metadata" '
-        f'src="{html.escape(src)}"></audio></div>' for label, src in players)
-    midi = "".join(f' <a href="{html.escape(m)}">{html.escape(m)}</a>' for m in it["midi"])
+        f'src="{url(src)}"></audio></div>' for label, src in players)
+    midi = "".join(f' <a href="{url(m)}">{html.escape(m)}</a>' for m in it["midi"])
     rows.append(f"""<section><h2>{html.escape(it['name'])}</h2>
 {audio_rows}
 <p>MIDI:{midi}</p>
-<img src="{html.escape(it['png'])}" alt="spectrograms of {html.escape(it['name'])}"></section>""")
+<img src="{url(it['png'])}" alt="spectrograms of {html.escape(it['name'])}"></section>""")
   page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>bassgen samples</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}}

@@ -1,13 +1,19 @@
 """`bassgen sample MIX... [options]`: a bass stem for each mix (the main job).
 
 Every input is checked, and every output name reserved, before anything is generated, so a bad
-input or an existing output stops the run with one message and nothing written.
+input or an existing output stops the run with one message and nothing written. Each input's files
+are written into a hidden folder inside --out and moved into place together once all of them are
+done, so a stage that fails (or a process that dies) never leaves half an input's outputs behind.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import pathlib
+import shutil
 import sys
+import tempfile
 import time
 
 DEFAULT_CHECKPOINT = "experiments/demo"
@@ -61,6 +67,25 @@ def _parse_region(text: str | None) -> tuple[float, float] | None:
   if not 0 <= start < end:
     raise BassgenError(f"--regenerate {text!r}: START must be >= 0 and below END")
   return start, end
+
+
+@contextlib.contextmanager
+def _staged(out: pathlib.Path, final: list[pathlib.Path], overwrite: bool):
+  """Yields a hidden folder in `out`; on success moves its files to `final` (same names), else
+  removes it. Files are only moved once every one of them has been written."""
+  from bassgen.errors import BassgenError  # pylint: disable=g-import-not-at-top
+
+  stage = pathlib.Path(tempfile.mkdtemp(prefix=".bassgen-partial-", dir=out))
+  try:
+    yield stage
+    for p in final:
+      if p.exists() and not overwrite:
+        raise BassgenError(f"{p}: appeared while sampling. Pass --overwrite to replace it, or "
+                           "choose another --out folder.")
+    for p in final:
+      os.replace(stage / p.name, p)
+  finally:
+    shutil.rmtree(stage, ignore_errors=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -128,21 +153,23 @@ def run(args: argparse.Namespace) -> int:
                           style_sample_rate=None if style is None else style[1], options=opts,
                           keep_bass=None if keep is None else audio.resample(keep[0], keep[1], sr),
                           regenerate=region, progress=f"    {name}: sampling")
-    audio.save_audio(files["mix"], wav, sr, overwrite=args.overwrite)
-    track = None
-    for j, bass in enumerate(basses):
-      audio.save_audio(files["bass"][j], bass, sr, overwrite=args.overwrite)
-      both = wav + bass
-      peak = float(np.max(np.abs(both)))
-      audio.save_audio(files["with_bass"][j], both / peak * 0.99 if peak > 0.99 else both, sr,
-                       overwrite=args.overwrite)
-      notes = pitch.transcribe_bass(bass, sr)
-      pitch.notes_to_midi(notes, files["midi"][j], overwrite=args.overwrite)
-      if j == 0:
-        track = pitch.track_pitch(bass, sr)
-    report.spectrogram_png(files["png"], wav, basses[0], sr, track.times, track.f0_hz,
-                           title=f"{name}: mix (top), generated bass and its pitch (bottom)",
-                           overwrite=args.overwrite)
+    final = [p for v in files.values() for p in (v if isinstance(v, list) else [v])]
+    with _staged(out, final, args.overwrite) as stage:
+      audio.save_audio(stage / files["mix"].name, wav, sr)
+      track = None
+      for j, bass in enumerate(basses):
+        audio.save_audio(stage / files["bass"][j].name, bass, sr)
+        both = wav + bass
+        peak = float(np.max(np.abs(both)))
+        audio.save_audio(stage / files["with_bass"][j].name,
+                         both / peak * 0.99 if peak > 0.99 else both, sr)
+        notes = pitch.transcribe_bass(bass, sr)
+        pitch.notes_to_midi(notes, stage / files["midi"][j].name)
+        if j == 0:
+          track = pitch.track_pitch(bass, sr)
+      report.spectrogram_png(stage / files["png"].name, wav, basses[0], sr, track.times,
+                             track.f0_hz,
+                             title=f"{name}: mix (top), generated bass and its pitch (bottom)")
     items.append({"name": name, "mix": files["mix"].name,
                   "basses": [p.name for p in files["bass"]],
                   "with_bass": [p.name for p in files["with_bass"]],

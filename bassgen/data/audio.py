@@ -1,13 +1,14 @@
 """Audio I/O: read anything soundfile reads, resample and downmix once, write atomically.
 
 Every error a user can cause (a missing file, a folder, a file that is not audio, an empty file,
-NaN/Inf samples, an output that exists) raises `BassgenError` with one message naming the file and
+a file cut in the middle of its data, NaN/Inf samples, an output that exists) raises `BassgenError` with one message naming the file and
 the fix.
 """
 from __future__ import annotations
 
 import os
 import pathlib
+import re
 import tempfile
 
 import numpy as np
@@ -17,6 +18,10 @@ from bassgen.errors import BassgenError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".aif", ".aiff")
 _WRITE_FORMATS = {".wav": ("WAV", "FLOAT"), ".flac": ("FLAC", "PCM_24")}
+# libsndfile reports a WAV/AIFF data chunk shorter than its header as "data : N (should be M)" (bytes).
+_CUT_CHUNK = re.compile(r"^\s*(data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+_SAMPLE_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "ULAW": 1, "ALAW": 1, "PCM_16": 2, "PCM_24": 3,
+                 "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8}
 
 
 def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
@@ -42,6 +47,29 @@ def audio_info(path: str | os.PathLike) -> sf._SoundFileInfo:  # pylint: disable
         f"{path}: not a readable audio file ({_short(e)}). Give a WAV, FLAC, MP3 or OGG file.") from None
 
 
+def check_complete(path: str | os.PathLike,
+                   info: sf._SoundFileInfo | None = None) -> sf._SoundFileInfo:  # pylint: disable=protected-access
+  """Returns the header info, or raises BassgenError if the file is cut in the middle of its data.
+
+  A WAV or AIFF file whose data chunk is shorter than its header says (an interrupted copy or
+  export) still decodes, to the part that is there; this names the file and how much is missing.
+  """
+  info = audio_info(path) if info is None else info
+  cut = _CUT_CHUNK.search(info.extra_info or "")
+  if cut is None or int(cut[2]) <= int(cut[3]):
+    return info
+  offset = 8 if cut[1] == "SSND" else 0   # an AIFF sound chunk starts with 8 bytes of offsets
+  width = _SAMPLE_BYTES.get(info.subtype)
+  if width is None:
+    said = f"{int(cut[2]) - offset} bytes of audio, the file holds {int(cut[3]) - offset}"
+  else:
+    frames = (int(cut[2]) - offset) // (width * max(1, info.channels))
+    missing = frames - info.frames
+    said = (f"{frames} frames, the file holds {info.frames} ({missing} frames = "
+            f"{missing / info.samplerate:.2f} s missing)")
+  raise BassgenError(f"{path}: truncated: the header says {said}. Copy or export the file again.")
+
+
 def load_audio(path: str | os.PathLike, sample_rate: int | None = None,
                mono: bool = True) -> tuple[np.ndarray, int]:
   """Reads an audio file as float32.
@@ -55,6 +83,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None,
     (waveform, sample_rate).
   """
   path = _check_input_path(path)
+  check_complete(path)
   try:
     wav_SxC, sr = sf.read(str(path), dtype="float32", always_2d=True)
   except Exception as e:

@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 
+from bassgen import numba_cache
 from bassgen.errors import BassgenError
 from bassgen.evaluation._signal import as_mono, check_sample_rate, default_n_fft
 from bassgen.evaluation.pitch import PitchTrack, as_notes, notes_to_track, track_pitch
@@ -37,6 +38,7 @@ def mix_chroma(mix, sample_rate: int, times, *, smooth_s: float = 0.15) -> np.nd
   n_octaves = int(min(7, np.floor(np.log2(sr / 2 / _CHROMA_FMIN_HZ))))
   if not np.any(mix_S):
     return np.zeros((12, len(times)))
+  numba_cache.warm_up()
   with warnings.catch_warnings():   # the CQT's low octaves see a decimated short clip: harmless
     warnings.filterwarnings("ignore", message="n_fft=.* is too large", category=UserWarning)
     chroma_CxF = librosa.feature.chroma_cqt(y=mix_S, sr=sr, hop_length=hop, fmin=_CHROMA_FMIN_HZ,

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from bassgen import numba_cache
 from bassgen.errors import BassgenError
 from bassgen.evaluation._signal import as_mono, check_sample_rate
 
@@ -140,6 +141,7 @@ def _track_pyin(wav_S: np.ndarray, sr: int, fmin: float, fmax: float) -> PitchTr
     raise BassgenError(f"fmin={fmin} Hz is too low for pyin's {_PYIN_FRAME}-sample frames; "
                        f"use fmin >= {2 * _PYIN_SR / _PYIN_FRAME:.1f} Hz.")
   x_S = resample(wav_S.astype(np.float32), sr, _PYIN_SR).astype(np.float64)
+  numba_cache.warm_up()
   if len(x_S) < _PYIN_FRAME:   # pyin needs one full frame; silence around a short clip is harmless
     x_S = np.pad(x_S, (0, _PYIN_FRAME - len(x_S)))
   f0, voiced, prob = librosa.pyin(

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from bassgen import numba_cache
 from bassgen.errors import BassgenError
 from bassgen.evaluation._signal import as_mono, check_sample_rate, default_n_fft
 
@@ -44,6 +45,7 @@ def onset_times(wav, sample_rate: int, *, fmax: float | None = None,
   n_fft = default_n_fft(sr)
   hop = _hop(sr)
   kw = {} if fmax is None else {"fmax": min(float(fmax), sr / 2)}
+  numba_cache.warm_up()
   env = librosa.onset.onset_strength(y=wav_S, sr=sr, n_fft=n_fft, hop_length=hop, **kw)
   frames = librosa.onset.onset_detect(onset_envelope=env, sr=sr, hop_length=hop,
                                       backtrack=False, units="frames")
@@ -74,6 +76,7 @@ def beat_times(wav, sample_rate: int) -> np.ndarray:
   wav_S = as_mono(wav, "wav").astype(np.float32)
   if not np.any(wav_S):
     return np.zeros(0)
+  numba_cache.warm_up()
   _, beats = librosa.beat.beat_track(y=wav_S, sr=sr, hop_length=_hop(sr), units="time")
   return np.sort(np.asarray(beats, dtype=np.float64))
 

@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
 EXTRAS ?= dev
+# One stamp per set of extras, so `make test EXTRAS=dev,tfds` on an existing venv installs tfds.
+comma  := ,
+STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 # Optional second soundfont for the generalisation test set (apt-get install fluid-soundfont-gm).
 FLUID_SF2 ?= /usr/share/sounds/sf2/FluidR3_GM.sf2
@@ -17,7 +19,7 @@ SAMPLE_ARGS ?=
 .PHONY: install test test-slow sample data demo-train bench clean-venv
 
 $(STAMP): setup.cfg pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
 	touch $(STAMP)

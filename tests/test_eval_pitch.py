@@ -4,6 +4,7 @@ import pytest
 
 from bassgen.errors import BassgenError
 from bassgen.evaluation import pitch as P
+from bassgen.evaluation import midi as M
 from bassgen.evaluation import synthetic as S
 
 SR = 16000
@@ -78,18 +79,18 @@ def test_f0_to_notes_segments_a_constructed_track():
 
 
 def test_midi_round_trip(tmp_path):
-  path = P.notes_to_midi(LINE, tmp_path / "bass.mid")
-  back = P.read_midi_notes(path)
+  path = M.notes_to_midi(LINE, tmp_path / "bass.mid")
+  back = M.read_midi_notes(path)
   assert [(n.pitch, round(n.onset, 3), round(n.offset, 3)) for n in back] == [
       (n.pitch, n.onset, n.offset) for n in LINE]
   with pytest.raises(BassgenError, match="already exists"):
-    P.notes_to_midi(LINE, path)
-  P.notes_to_midi(LINE[:2], path, overwrite=True)
-  assert len(P.read_midi_notes(path)) == 2
-  piano = P.notes_to_midi(LINE, tmp_path / "piano.mid", program=0)
+    M.notes_to_midi(LINE, path)
+  M.notes_to_midi(LINE[:2], path, overwrite=True)
+  assert len(M.read_midi_notes(path)) == 2
+  piano = M.notes_to_midi(LINE, tmp_path / "piano.mid", program=0)
   with pytest.raises(BassgenError, match="no bass"):
-    P.read_midi_notes(piano)
-  assert len(P.read_midi_notes(piano, bass_only=False)) == len(LINE)
+    M.read_midi_notes(piano)
+  assert len(M.read_midi_notes(piano, bass_only=False)) == len(LINE)
 
 
 def test_song_json_notes_are_accepted_and_bad_ones_explained():

@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
                          "choose another --out folder.")
 
   # 3. Generate.
-  from bassgen.evaluation import pitch  # pylint: disable=g-import-not-at-top
+  from bassgen.evaluation import midi, pitch  # pylint: disable=g-import-not-at-top
   from bassgen.generation import BassGenerator, SampleOptions  # pylint: disable=g-import-not-at-top
   from bassgen import report  # pylint: disable=g-import-not-at-top
 
@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         audio.save_audio(stage / files["with_bass"][j].name,
                          both / peak * 0.99 if peak > 0.99 else both, sr)
         notes = pitch.transcribe_bass(bass, sr)
-        pitch.notes_to_midi(notes, stage / files["midi"][j].name)
+        midi.notes_to_midi(notes, stage / files["midi"][j].name)
         if j == 0:
           track = pitch.track_pitch(bass, sr)
       report.spectrogram_png(stage / files["png"].name, wav, basses[0], sr, track.times,

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from bassgen.errors import BassgenError
-from bassgen.evaluation.pitch import PitchTrack, midi_to_hz
+from bassgen.evaluation.pitch import PitchTrack, as_notes, midi_to_hz, notes_to_track
 
 SR = 16000
 HOP = 1024
@@ -54,9 +54,10 @@ def features(chroma_Tx12: np.ndarray, context: int = CONTEXT) -> np.ndarray:
 
 
 def _labels(times: np.ndarray, notes) -> np.ndarray:
+  """Written bass pitch class at each time, -1 where no note sounds."""
+  ref = notes_to_track(as_notes(notes), times)
   lab = np.full(len(times), -1, np.int64)
-  for n in sorted(notes, key=lambda n: float(n["start"])):
-    lab[(times >= float(n["start"])) & (times < float(n["end"]))] = int(n["pitch"]) % 12
+  lab[ref.voiced] = np.mod(np.round(ref.midi[ref.voiced]).astype(np.int64), 12)
   return lab
 
 
@@ -90,7 +91,7 @@ class LinearChromaBaseline:
 
 
 def fit(examples: Sequence[tuple[np.ndarray, int, Sequence[dict]]], *, context: int = CONTEXT,
-        steps: int = 300, lr: float = 0.5, seed: int = 0) -> LinearChromaBaseline:
+        steps: int = 300, lr: float = 0.05) -> LinearChromaBaseline:
   """Fits the predictor on (mix, sample_rate, score bass notes) examples (full-batch Adam)."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -109,7 +110,7 @@ def fit(examples: Sequence[tuple[np.ndarray, int, Sequence[dict]]], *, context: 
   x = jnp.asarray(np.concatenate(feats))
   y = jnp.asarray(np.concatenate(labs))
   params = {"w": jnp.zeros((2 * context + 1, 12)), "b": jnp.zeros(())}
-  opt = optax.adam(lr * 0.1)
+  opt = optax.adam(lr)
   state = opt.init(params)
 
   def loss_fn(p):
@@ -124,7 +125,6 @@ def fit(examples: Sequence[tuple[np.ndarray, int, Sequence[dict]]], *, context: 
 
   for _ in range(steps):
     params, state, _ = step(params, state)
-  del seed
   return LinearChromaBaseline(np.asarray(params["w"]), float(params["b"]), context)
 
 

@@ -201,10 +201,10 @@ def score(tracks: Sequence[Track], systems: dict[str, Sequence[np.ndarray]], sam
       continue
     per_track = []
     for t, song, b in zip(tracks, songs, stems):
-      m = suite.bass_metrics(b, sample_rate, reference=song, tracker=tracker)
+      track = pitch.track_pitch(b, sample_rate, tracker=tracker)   # once, for both kinds
+      m = suite.bass_metrics(b, sample_rate, reference=song, tracker=tracker, bass_track=track)
       if t.score is not None:
-        m.update(score_lib.score_metrics(pitch.track_pitch(b, sample_rate, tracker=tracker),
-                                         t.score))
+        m.update(score_lib.score_metrics(track, t.score))
       per_track.append(m)
     keys = sorted({k for m in per_track for k in m})
     means = {k: _nanmean([m.get(k, float("nan")) for m in per_track]) for k in keys}

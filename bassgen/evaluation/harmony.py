@@ -104,7 +104,8 @@ def pitch_class_accuracy(est_track: PitchTrack, ref_track: PitchTrack) -> dict[s
 
 def harmony_metrics(bass, sample_rate: int, *, mix=None, ref_bass=None, ref_notes=None,
                     ref_track: PitchTrack | None = None, tracker: str = "auto",
-                    top_k: int = TOP_K) -> dict[str, float]:
+                    top_k: int = TOP_K, bass_track: PitchTrack | None = None
+                    ) -> dict[str, float]:
   """Harmony metrics of a (generated) bass waveform.
 
   Args:
@@ -118,6 +119,7 @@ def harmony_metrics(bass, sample_rate: int, *, mix=None, ref_bass=None, ref_note
       scoring several basses against one reference tracks it once.
     tracker: f0 tracker, see `bassgen.evaluation.pitch`.
     top_k: number of strongest mix chroma bins that count as fitting.
+    bass_track: the bass's pitch track when the caller has already tracked it.
 
   Returns:
     The metrics above plus "bass_voiced_fraction" (share of frames where the bass sounds a pitch).
@@ -126,7 +128,8 @@ def harmony_metrics(bass, sample_rate: int, *, mix=None, ref_bass=None, ref_note
   if sum(r is not None for r in (ref_bass, ref_notes, ref_track)) > 1:
     raise BassgenError("give one of ref_bass (audio), ref_notes (MIDI/JSON notes) or ref_track "
                        "(its pitch track), not several.")
-  track = track_pitch(as_mono(bass, "bass"), sr, tracker=tracker)
+  track = bass_track if bass_track is not None else track_pitch(as_mono(bass, "bass"), sr,
+                                                                tracker=tracker)
   out = {"bass_voiced_fraction": float(np.mean(track.voiced))}
   if mix is not None:
     mix_S = as_mono(mix, "mix")

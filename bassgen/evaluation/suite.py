@@ -47,7 +47,8 @@ def analyse_reference(sample_rate: int, *, mix=None, ref_bass=None, ref_notes=No
 
 def bass_metrics(bass, sample_rate: int, *, mix=None, ref_bass=None, ref_notes=None,
                  style_ref=None, tracker: str = "auto",
-                 reference: Reference | None = None) -> dict[str, float]:
+                 reference: Reference | None = None, bass_track: Any = None
+                 ) -> dict[str, float]:
   """Harmony, rhythm and timbre metrics of one (generated) bass.
 
   Args:
@@ -60,6 +61,7 @@ def bass_metrics(bass, sample_rate: int, *, mix=None, ref_bass=None, ref_notes=N
     tracker: f0 tracker for the harmony metrics ("auto", "pyin", "swift-f0").
     reference: or all of mix/ref_bass/ref_notes/style_ref already analysed (`analyse_reference`),
       to score several basses for one song without analysing the song each time.
+    bass_track: the bass's pitch track, when already tracked (it is tracked otherwise).
 
   Returns:
     The union of `harmony_metrics`, `rhythm_metrics` and, when a timbre reference is known,
@@ -79,7 +81,7 @@ def bass_metrics(bass, sample_rate: int, *, mix=None, ref_bass=None, ref_notes=N
   r = reference
   bass_S = as_mono(bass, "bass")
   out = harmony_metrics(bass_S, sr, mix=r.mix, ref_track=r.ref_track, ref_notes=r.ref_notes,
-                        tracker=tracker)
+                        tracker=tracker, bass_track=bass_track)
   out.update(rhythm_metrics(bass_S, sr, mix_onsets=r.mix_onsets, ref_onsets=r.ref_onsets))
   if r.timbre_ref is not None:
     out.update(timbre_metrics(bass_S, r.timbre_ref, sr))

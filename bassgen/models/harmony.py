@@ -82,6 +82,12 @@ def aux_loss(logits_BxTx12: jax.Array, labels_BxT: jax.Array) -> tuple[jax.Array
   return jnp.sum(nll * valid) / n, acc
 
 
+def path_accuracy(path_BxT: jax.Array, labels_BxT: jax.Array) -> jax.Array:
+  """Share of frames where the bass sounds (labels 0..11) on which a pitch-class path is right."""
+  valid = (labels_BxT < NUM_PC).astype(jnp.float32)
+  return jnp.sum((path_BxT == labels_BxT) * valid) / jnp.maximum(jnp.sum(valid), 1.0)
+
+
 def decode_path(logits_BxTx12: jax.Array, switch_penalty: float) -> jax.Array:
   """Most likely pitch-class path [B, T] (int32) under a cost of `switch_penalty` nats per change
   (Viterbi; 0 gives the frame-wise argmax). Runs inside jit."""

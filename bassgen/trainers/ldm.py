@@ -136,8 +136,7 @@ def make_eval_step(cfg: ml_collections.ConfigDict, s: Setup) -> Callable:
       out["harmony_ce"], out["harmony_acc"] = harmony.aux_loss(logits, batch["labels"])
       # The pitch-class path the sampler would condition on, scored against the labels.
       path = harmony.decode_path(logits, cfg.sample.get("harmony_switch_penalty", 0.0))
-      _, out["harmony_path_acc"] = harmony.aux_loss(
-          jnp.log(harmony.one_hot_path(path) + 1e-6), batch["labels"])
+      out["harmony_path_acc"] = harmony.path_accuracy(path, batch["labels"])
     return out
 
   return jax.jit(eval_step)

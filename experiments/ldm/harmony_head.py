@@ -95,8 +95,7 @@ def main():
            "train_s": round(time.time() - t0, 1)}
     for pen in (2.0, 4.0, 6.0, 10.0):
       path = harmony.decode_path(logits, pen)
-      row[f"val_path_acc_pen{pen:g}"] = float(harmony.aux_loss(
-          jnp.log(harmony.one_hot_path(path) + 1e-6), val_labels)[1])
+      row[f"val_path_acc_pen{pen:g}"] = float(harmony.path_accuracy(path, val_labels))
     results[v] = row
     print(v, json.dumps(row), flush=True)
   if args.out:

@@ -118,6 +118,8 @@ def t2(args) -> None:
   from bassgen.evaluation import dataset
   from bassgen.generation import BassGenerator, SampleOptions
   gen = BassGenerator.load(args.checkpoint)
+  if args.switch_penalty is not None:  # a runtime knob of the sampler: nothing recompiles
+    gen.cfg.sample.harmony_switch_penalty = args.switch_penalty
   sr = gen.sample_rate
   tracks = _tracks(args.data, sr, args.tracks, args.seconds)
   t0 = time.time()
@@ -147,10 +149,32 @@ def t2(args) -> None:
       claim["above_linear_sampled"] = (g["score_chord_tone_rate"]
                                        > m["chroma_linear_sampled"]["score_chord_tone_rate"])
   result.update(checkpoint=args.checkpoint, seconds=args.seconds, guidance=args.guidance,
-                tracker=TRACKER, data=args.data, generation_seconds=gen_s, claim=claim)
+                switch_penalty=gen.cfg.sample.get("harmony_switch_penalty"), tracker=TRACKER,
+                data=args.data, generation_seconds=gen_s, claim=claim)
+  result["subsets"] = _subsets(result)
   print(dataset.markdown_table(result))
+  for name, sub in result["subsets"].items():
+    print(f"\n{name} ({len(sub['tracks'])} tracks)\n" + dataset.markdown_table(sub))
   print(json.dumps(result["claim"], indent=1))
   _save(args.name or "t2", result)
+
+
+def _subsets(result: dict) -> dict:
+  """The same means (and gaps) over the songs and over the chorales separately."""
+  from bassgen.evaluation import dataset
+  out = {}
+  for kind, prefix in (("songs", "song_"), ("chorales", "chorale_")):
+    idx = [i for i, n in enumerate(result["tracks"]) if n.startswith(prefix)]
+    if not idx or len(idx) == len(result["tracks"]):
+      continue
+    sub = {"tracks": [result["tracks"][i] for i in idx], "systems": {}}
+    for name, r in result["systems"].items():
+      rows = [r["per_track"][i] for i in idx]
+      keys = sorted({k for m in rows for k in m})
+      sub["systems"][name] = {"mean": {k: _mean([m.get(k) for m in rows]) for k in keys}}
+    dataset.add_gaps(sub)
+    out[kind] = sub
+  return out
 
 
 # ------------------------------------------------------------------------------------------- T3
@@ -292,6 +316,8 @@ def main() -> None:
   p.add_argument("--workdirs", nargs="+", required=True)
   p = common(sub.add_parser("t2"), 24, 12.0)
   p.add_argument("--guidance", type=float, default=None)
+  p.add_argument("--switch-penalty", type=float, default=None,
+                 help="harmony head's path: nats per pitch-class change (default: the model's)")
   p.add_argument("--name", default=None, help="results/<name>.json (default t2)")
   p.add_argument("--baseline-data", default="data/renders/train",
                  help="training renders for the linear chroma baseline ('' = leave it out)")

@@ -5,7 +5,8 @@ random mixes (a random subset of the non-target stems with random gains: the pip
 rule, over the whole track) and the target stem, plus each mix's pitch-class profile on the
 latent frame grid (`Codec.chroma`, the extra condition of `model.mix_chroma`). Latents are normalised with the autoencoder's
 statistics and stored as float16 in one ArrayRecord file per track (written under a temporary name
-and renamed; a re-run skips finished tracks), plus `latents.json`.
+and renamed; a re-run skips finished tracks, so an interrupted build resumes), plus `latents.json`,
+written last: a folder without it is an unfinished build.
 
 `make_latent_train_dataset` then reads random fixed-length crops of (mix latent, bass latent)
 pairs with a deterministic shuffle, per-process sharding and an exact-resume iterator state.
@@ -17,7 +18,7 @@ import json
 import os
 import pathlib
 import threading
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -79,8 +80,14 @@ def frame_levels_db(wav_S: np.ndarray, samples_per_frame: int, num_frames: int) 
 
 def cache_latents(codec, prepared_dir: str | pathlib.Path, out_dir: str | pathlib.Path, *,
                   mixes_per_track: int = 4, seed: int = 0,
-                  gain_db_range: Sequence[float] = (-9.0, 3.0), log=print) -> dict[str, Any]:
-  """Encodes every track of `prepared_dir` into `out_dir`. Returns the latents index."""
+                  gain_db_range: Sequence[float] = (-9.0, 3.0), log=print,
+                  should_stop: Callable[[], bool] | None = None) -> dict[str, Any] | None:
+  """Encodes every track of `prepared_dir` into `out_dir`. Returns the latents index.
+
+  `should_stop()` is asked before each track still to encode (a preemption notice): when it says
+  yes, the build stops at that track boundary and returns None without writing the index; calling
+  again encodes only the tracks that are missing.
+  """
   from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
 
   prepared_dir, out_dir = pathlib.Path(prepared_dir), pathlib.Path(out_dir)
@@ -96,6 +103,10 @@ def cache_latents(codec, prepared_dir: str | pathlib.Path, out_dir: str | pathli
     path = out_dir / "tracks" / f"{name}.array_record"
     num_frames = codec.num_latent_frames(int(track["num_samples"]))
     if not path.is_file():
+      if should_stop is not None and should_stop():
+        log(f"stopped before track {i + 1}/{len(index['tracks'])} ({name}); the next run "
+            "continues from there")
+        return None
       stems_KxS = np.concatenate(records.read_track(prepared_dir / track["file"]), axis=1)
       target_S, others_KxS = stems_KxS[0], stems_KxS[1:]
       z_target = codec.encode(target_S)

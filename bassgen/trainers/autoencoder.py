@@ -209,8 +209,17 @@ def _val_batches(cfg: ml_collections.ConfigDict) -> list[dict[str, np.ndarray]]:
 
 def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   """Trains (resuming from `workdir` if it holds a checkpoint), then exports the EMA model with
-  its latent statistics to `workdir/export`. Returns the last validation metrics."""
-  workdir = pathlib.Path(workdir)
+  its latent statistics to `workdir/export`. Returns the last validation metrics.
+
+  On SIGTERM (a preemption notice) it checkpoints at the next step boundary and returns without
+  exporting; the same command then resumes from that checkpoint.
+  """
+  with common.Preemption() as preemption:
+    return _train(cfg, pathlib.Path(workdir), preemption)
+
+
+def _train(cfg: ml_collections.ConfigDict, workdir: pathlib.Path,
+           preemption: common.Preemption) -> dict:
   common.write_config(cfg, workdir)
   mesh = sharding.make_mesh(cfg.mesh.shape)
   logging.info("autoencoder: %s", sharding.describe(mesh))
@@ -267,6 +276,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Pa
     checkpointing.save(manager, at_step, st, meta, train_iter,
                        metrics={"val_loss": metrics["val_loss"]} if metrics else None)
 
+  preempted = False
   while step < num_steps:
     batch = sharding.global_batch(next(train_iter), mesh)
     state, metrics = train_step(state, batch, step_key)
@@ -284,20 +294,28 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Pa
     else:
       progress.update(1)
     pending = (step, metrics)
+    preempted = preemption.stop_at(step)
     out_of_time = cfg.train.max_minutes > 0 and (time.time() - t_start) / 60 > cfg.train.max_minutes
     last = step == num_steps or out_of_time
-    if step % cfg.train.eval_every == 0 or last:
+    evaluated = (step % cfg.train.eval_every == 0 or last) and not preempted
+    if evaluated:
       val_metrics = evaluate(state, step)
       logging.info("step %d: val %s", step, {k: round(v, 4) for k, v in val_metrics.items()
                                              if k.endswith(("loss", "log_mel_db"))})
-    if step % cfg.train.ckpt_every == 0 or last:
-      checkpoint(state, step, val_metrics if step % cfg.train.eval_every == 0 or last else None)
+    if step % cfg.train.ckpt_every == 0 or last or preempted:
+      checkpoint(state, step, val_metrics if evaluated else None)
+    if preempted:
+      break
     if out_of_time:
       logging.info("stopping after %.1f minutes (train.max_minutes) at step %d", cfg.train.max_minutes, step)
       break
   if pending is not None:
     common.check_finite({k: float(v) for k, v in jax.device_get(pending[1]).items()}, pending[0])
   progress.close()
+  if preempted:
+    preemption.log_stop("autoencoder", step)
+    writer.close()
+    return val_metrics
 
   stats_iter = iter(_data(cfg, cfg.seed + 1))
   batches = [next(stats_iter) for _ in range(cfg.train.stats_batches)]

@@ -1,4 +1,5 @@
-"""Pieces both trainers use: optimizer, EMA, metric logging, progress, config dump, NaN guard.
+"""Pieces both trainers use: optimizer, EMA, metric logging, progress, config dump, NaN guard,
+and the preemption notice (SIGTERM -> checkpoint at the next step boundary, exit 0).
 
 The loops themselves live in `autoencoder.py` and `ldm.py` (forked, not abstracted).
 """
@@ -6,16 +7,20 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import pathlib
+import signal
+import threading
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 
 from bassgen.errors import BassgenError
 
@@ -123,3 +128,59 @@ class Progress:
   def close(self) -> None:
     if self.bar is not None:
       self.bar.close()
+
+
+class Preemption:
+  """A preemption notice (SIGTERM by default) turned into a flag read at step boundaries.
+
+      with common.Preemption() as preemption:
+        while step < num_steps:
+          ...one step...
+          if preemption.stop_at(step):
+            ...save a checkpoint; return normally (exit status 0)...
+
+  The handler only records the signal; the loop decides when to stop, so a checkpoint is never
+  cut in half and the next launch resumes exactly. The previous handlers are restored on exit.
+  Handlers can only be installed from the main thread; elsewhere the notice is never seen.
+
+  With several processes (`jax.distributed`), JAX's preemption service owns SIGTERM instead: it
+  hears the notice on any process and `stop_at` returns True on every process at the same step,
+  so the collective checkpoint is written by all of them. `requested` (the local flag, for work
+  between steps such as the latent-cache build) then stays False.
+  """
+
+  def __init__(self, signals: Sequence[int] = (signal.SIGTERM,)):
+    self.signals = tuple(signals)
+    self.received: int | None = None
+    self._previous: dict[int, Any] = {}
+
+  def __enter__(self) -> "Preemption":
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      for sig in self.signals:
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+    self._previous = {}
+
+  def _handle(self, signum: int, frame: Any) -> None:
+    del frame
+    self.received = signum
+
+  @property
+  def requested(self) -> bool:
+    """Whether this process has received the notice."""
+    return self.received is not None
+
+  def stop_at(self, step: int) -> bool:
+    """Whether to checkpoint and stop after `step` (called at every step, on every process)."""
+    if jax.process_count() > 1:
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self.requested
+
+  def log_stop(self, what: str, step: int | None = None) -> None:
+    at = f" at step {step}" if step is not None else ""
+    name = signal.Signals(self.received).name if self.received else "preemption notice"
+    logging.info("%s: stopped%s after %s; run the same command again to resume", what, at, name)

@@ -142,9 +142,14 @@ def make_eval_step(cfg: ml_collections.ConfigDict, s: Setup) -> Callable:
   return jax.jit(eval_step)
 
 
-def ensure_latent_cache(cfg: ml_collections.ConfigDict, workdir: pathlib.Path
-                        ) -> tuple[pathlib.Path, pathlib.Path]:
-  """Encodes data.train_dir / data.val_dir with the autoencoder once (process 0), then reuses it."""
+def ensure_latent_cache(cfg: ml_collections.ConfigDict, workdir: pathlib.Path,
+                        should_stop: Callable[[], bool] | None = None
+                        ) -> tuple[pathlib.Path, pathlib.Path] | None:
+  """Encodes data.train_dir / data.val_dir with the autoencoder once (process 0), then reuses it.
+
+  Returns None when `should_stop()` became true during the build: the tracks cached so far are
+  kept and the next call continues from there.
+  """
   from bassgen.codec import Codec  # pylint: disable=g-import-not-at-top
   from bassgen.data import latents  # pylint: disable=g-import-not-at-top
 
@@ -162,25 +167,43 @@ def ensure_latent_cache(cfg: ml_collections.ConfigDict, workdir: pathlib.Path
     for split, d in out.items():
       if not (d / latents.INDEX_NAME).is_file():
         logging.info("caching %s latents of %s in %s", split, sources[split], d)
-        latents.cache_latents(codec, sources[split], d, mixes_per_track=cfg.data.mixes_per_track,
-                              seed=cfg.seed + (split == "val"),
-                              gain_db_range=tuple(cfg.data.gain_db_range),
-                              log=lambda m: logging.info("%s", m))
+        index = latents.cache_latents(
+            codec, sources[split], d, mixes_per_track=cfg.data.mixes_per_track,
+            seed=cfg.seed + (split == "val"), gain_db_range=tuple(cfg.data.gain_db_range),
+            log=lambda m: logging.info("%s", m), should_stop=should_stop)
+        if index is None:   # stopped (preemption): the rest is built by the next launch
+          break
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices("latent cache")
+  if not all((d / latents.INDEX_NAME).is_file() for d in out.values()):
+    return None
   return out["train"], out["val"]
 
 
 def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
-  """Trains (resuming if `workdir` holds a checkpoint) and exports the EMA model."""
+  """Trains (resuming if `workdir` holds a checkpoint) and exports the EMA model.
+
+  On SIGTERM (a preemption notice) it stops at the next track of the latent-cache build or the
+  next step boundary of training (saving a checkpoint) and returns without exporting; the same
+  command then resumes the build or the training from there.
+  """
+  with common.Preemption() as preemption:
+    return _train(cfg, pathlib.Path(workdir), preemption)
+
+
+def _train(cfg: ml_collections.ConfigDict, workdir: pathlib.Path,
+           preemption: common.Preemption) -> dict:
   from bassgen.data import latents  # pylint: disable=g-import-not-at-top
 
-  workdir = pathlib.Path(workdir)
   common.write_config(cfg, workdir)
   mesh = sharding.make_mesh(cfg.mesh.shape)
   logging.info("latent diffusion: %s", sharding.describe(mesh))
-  train_dir, val_dir = ensure_latent_cache(cfg, workdir)
+  cache = ensure_latent_cache(cfg, workdir, should_stop=lambda: preemption.requested)
+  if cache is None:
+    preemption.log_stop("latent cache")
+    return {}
+  train_dir, val_dir = cache
   s = setup(cfg, mesh)
   key = jax.random.key(cfg.seed)
   init_key, step_key, eval_key = jax.random.split(key, 3)
@@ -229,6 +252,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Pa
     checkpointing.save(manager, at_step, st, {"config": cfg.to_dict(), "step": at_step},
                        train_iter, metrics={"val_loss": metrics["val_loss"]} if metrics else None)
 
+  preempted = False
   while step < num_steps:
     batch = sharding.global_batch(next(train_iter), mesh)
     state, metrics = train_step(state, batch, step_key)
@@ -246,14 +270,17 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Pa
     else:
       progress.update(1)
     pending = (step, metrics)
+    preempted = preemption.stop_at(step)
     out_of_time = cfg.train.max_minutes > 0 and (time.time() - t_start) / 60 > cfg.train.max_minutes
     last = step == num_steps or out_of_time
-    evaluated = step % cfg.train.eval_every == 0 or last
+    evaluated = (step % cfg.train.eval_every == 0 or last) and not preempted
     if evaluated:
       val_metrics = evaluate(state, step)
       logging.info("step %d: val %s", step, {k: round(v, 4) for k, v in val_metrics.items()})
-    if step % cfg.train.ckpt_every == 0 or last:
+    if step % cfg.train.ckpt_every == 0 or last or preempted:
       checkpoint(state, step, val_metrics if evaluated else None)
+    if preempted:
+      break
     if out_of_time:
       logging.info("stopping after %.1f minutes (train.max_minutes) at step %d",
                    cfg.train.max_minutes, step)
@@ -261,6 +288,10 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Pa
   if pending is not None:
     common.check_finite({k: float(v) for k, v in jax.device_get(pending[1]).items()}, pending[0])
   progress.close()
+  if preempted:
+    preemption.log_stop("latent diffusion", step)
+    writer.close()
+    return val_metrics
   export_model(workdir / "export", cfg, state["ema"], step)
   writer.close()
   return val_metrics

@@ -4,9 +4,6 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# The CLI's persistent compilation cache stays out of the user's cache folder during tests (the
-# tests that check it give it a folder of their own).
-os.environ.setdefault("BASSGEN_JAX_CACHE_DIR", "off")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -59,7 +59,11 @@ demo-train: $(STAMP)
 	$(BIN)/python -m bassgen.main --config=configs/ldm.py:demo --workdir=runs/ldm_demo
 	$(BIN)/bassgen bundle --autoencoder runs/ae_demo --ldm runs/ldm_demo --out experiments/demo
 
+# Speed against the machine: the whole `bassgen sample` process (60 s and 10 min mixes, a folder of
+# 24 x 20 s; first and second process) and the float32 matmul ceiling, then the library rows.
+# Prints rows for BENCHMARKS.md; run it on a quiet machine.
 bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_sample_cli.py
 	$(BIN)/python benchmarks/bench_autoencoder.py --config configs/autoencoder.py:paper
 	$(BIN)/python benchmarks/bench_autoencoder.py --config configs/autoencoder.py:demo
 	$(BIN)/python benchmarks/bench_render.py

@@ -48,11 +48,12 @@ class Codec:
   """Encode/decode with a trained autoencoder (EMA parameters) and its latent statistics."""
 
   def __init__(self, cfg: ml_collections.ConfigDict, params: Any, latent_mean: np.ndarray,
-               latent_std: np.ndarray, *, chunk_batch: int = 4):
+               latent_std: np.ndarray, *, chunk_batch: int = 4, graphdef: Any = None):
+    """`graphdef`: the network's structure (`abstract_autoencoder(cfg)[0]`), built from `cfg`
+    when not given."""
     self.cfg = cfg
     self.sample_rate = int(cfg.sample_rate)
-    abstract = nnx.eval_shape(lambda: Autoencoder(cfg.model, rngs=nnx.Rngs(0)))
-    self.graphdef, _ = nnx.split(abstract)
+    self.graphdef = abstract_autoencoder(cfg)[0] if graphdef is None else graphdef
     self.params = jax.device_put(params)
     self.latent_mean = np.asarray(latent_mean, np.float32)
     self.latent_std = np.asarray(latent_std, np.float32)
@@ -69,10 +70,10 @@ class Codec:
     if meta.get("kind") != "autoencoder":
       raise BassgenError(f"{directory}: not an autoencoder export (kind={meta.get('kind')!r}).")
     cfg = ml_collections.ConfigDict(meta["config"])
-    abstract = nnx.eval_shape(lambda: Autoencoder(cfg.model, rngs=nnx.Rngs(0)))
-    params = checkpointing.load_params(directory, nnx.to_pure_dict(nnx.state(abstract)))
+    graphdef, abstract_params = abstract_autoencoder(cfg)
+    params = checkpointing.load_params(directory, abstract_params)
     return cls(cfg, params, np.asarray(meta["latent_mean"]), np.asarray(meta["latent_std"]),
-               **kwargs)
+               graphdef=graphdef, **kwargs)
 
   # -- jitted pieces (one shape each) -------------------------------------------------------
   @functools.partial(jax.jit, static_argnums=0)
@@ -82,6 +83,11 @@ class Codec:
   @functools.partial(jax.jit, static_argnums=0)
   def _decode(self, params, z_BxLxC):
     return nnx.merge(self.graphdef, params).decode(z_BxLxC)
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def _chroma_energy(self, wav_BxS):
+    spl = self.samples_per_latent
+    return spectral.chroma_energy(spectral.stft_frames(wav_BxS, 4 * spl, spl), self.sample_rate)
 
   def __hash__(self):
     return id(self)
@@ -115,34 +121,53 @@ class Codec:
     spl, m, n = self.samples_per_latent, self.margin, self.chunk_frames
     padded, num_frames = self.prepare(wav_S)
     starts = list(range(0, num_frames, n))
-    windows = []
-    for a in starts:  # chunk a covers output frames [a, a + n); its input is padded frames [a, a + n + 2m)
-      w = padded[a * spl: (a + n + 2 * m) * spl]
-      windows.append(np.pad(w, (0, (n + 2 * m) * spl - len(w))))
-    z = self._run_chunks(self._encode, np.stack(windows))[:, m: m + n]
+
+    def window(i):  # chunk a covers output frames [a, a + n); its input is padded frames [a, a + n + 2m)
+      w = padded[starts[i] * spl: (starts[i] + n + 2 * m) * spl]
+      return np.pad(w, (0, (n + 2 * m) * spl - len(w)))
+
+    z = self._run_chunks(self._encode, window, len(starts))[:, m: m + n]
     z = self.clip_latent(z.reshape(-1, self.latent_channels)[:num_frames])
     return self.normalize(z) if normalize else z
 
   def decode(self, z_LxC: np.ndarray, num_samples: int | None = None, *,
              normalized: bool = True) -> np.ndarray:
-    """Waveform of latents [L, C]; `num_samples` crops the result (default L * samples_per_latent)."""
+    """Waveform of latents [L, C] (or [K, L, C]: K waveforms [K, S], decoded as one batch of
+    chunks); `num_samples` crops the result (default L * samples_per_latent)."""
     z = self.denormalize(z_LxC) if normalized else np.asarray(z_LxC, np.float32)
+    batch = z.ndim == 3
+    z_KxLxC = z if batch else z[None]
     spl, m, n = self.samples_per_latent, self.margin, self.chunk_frames
-    num_frames = z.shape[0]
-    padded = np.concatenate([np.zeros((m, z.shape[1]), np.float32), z,
-                             np.zeros((n + m, z.shape[1]), np.float32)])
-    windows = np.stack([padded[a: a + n + 2 * m] for a in range(0, num_frames, n)])
-    wav = self._run_chunks(self._decode, windows)[:, m * spl: (m + n) * spl].reshape(-1)
-    return wav[: (num_samples or num_frames * spl)]
+    k, num_frames, c = z_KxLxC.shape
+    padded = np.concatenate([np.zeros((k, m, c), np.float32), z_KxLxC,
+                             np.zeros((k, n + m, c), np.float32)], axis=1)
+    chunks = -(-num_frames // n)   # variant-major: window i is chunk i % chunks of variant i // chunks
+    window = lambda i: padded[i // chunks, (i % chunks) * n: (i % chunks) * n + n + 2 * m]
+    wav = self._run_chunks(self._decode, window, k * chunks)
+    wav = wav[:, m * spl: (m + n) * spl].reshape(k, -1)[:, : (num_samples or num_frames * spl)]
+    return wav if batch else wav[0]
 
   def chroma(self, wav_S: np.ndarray) -> np.ndarray:
     """The pitch-class profile [L, 12] on the latent frame grid (`spectral.chroma_frames`): the
-    extra condition channels of a diffusion model with `model.mix_chroma`."""
+    extra condition channels of a diffusion model with `model.mix_chroma`.
+
+    The STFT runs in chunks of `chunk_frames` frames (one compiled shape at any length, bounded
+    memory); the clip-wide normalisation runs on the host.
+    """
     wav_S = np.asarray(wav_S, np.float32)
-    # Eager (not jitted): lengths vary per song, and this is a few FFTs.
-    out = spectral.chroma_frames(jnp.asarray(wav_S[None]), self.sample_rate,
-                                 self.samples_per_latent, self.num_latent_frames(len(wav_S)))
-    return np.asarray(out[0], np.float32)
+    spl, n = self.samples_per_latent, self.chunk_frames
+    n_fft = 4 * spl
+    num_frames = self.num_latent_frames(len(wav_S))
+    x = wav_S[spl // 2:]   # as chroma_frames: STFT frame t centred on latent frame t
+    stft_frames = 1 + len(x) // spl   # frames past these are zero padding there
+    padded = np.zeros((num_frames + n) * spl + n_fft, np.float32)
+    padded[n_fft // 2: n_fft // 2 + len(x)] = x
+    width = (n - 1) * spl + n_fft
+    window = lambda i: padded[i * n * spl: i * n * spl + width]
+    energy = self._run_chunks(self._chroma_energy, window, -(-num_frames // n),
+                              with_params=False).reshape(-1, 12)[:num_frames]
+    energy[stft_frames:] = 0.0
+    return np.asarray(spectral.chroma_normalize(energy[None].astype(np.float64))[0], np.float32)
 
   def reconstruct(self, wav_S: np.ndarray) -> np.ndarray:
     return self.decode(self.encode(wav_S, normalize=False), len(wav_S), normalized=False)
@@ -164,15 +189,25 @@ class Codec:
   def denormalize(self, z: np.ndarray) -> np.ndarray:
     return np.asarray(z, np.float32) * self.latent_std + self.latent_mean
 
-  def _run_chunks(self, fn, windows: np.ndarray) -> np.ndarray:
-    k = self.chunk_batch
-    total = windows.shape[0]
-    pad = (-total) % k
-    if pad:
-      windows = np.concatenate([windows, np.zeros((pad,) + windows.shape[1:], windows.dtype)])
-    outs = [np.asarray(fn(self.params, jnp.asarray(windows[i:i + k])))
-            for i in range(0, windows.shape[0], k)]
-    return np.concatenate(outs)[:total]
+  def _run_chunks(self, fn, window, count: int, with_params: bool = True) -> np.ndarray:
+    """`fn(params, batch)` (or `fn(batch)`) over the `count` windows `window(i)` gives: full
+    batches of `chunk_batch`, the rest one at a time. Two compiled shapes at any length (both in
+    the persistent compilation cache after the first long song), no work on padding, and only
+    one batch of input windows in memory at a time."""
+    args = (self.params,) if with_params else ()
+    k = max(1, self.chunk_batch)
+    calls = [(i, k) for i in range(0, count - count % k, k)]
+    calls += [(i, 1) for i in range(count - count % k, count)]
+    outs = [np.asarray(fn(*args, jnp.asarray(np.stack([window(j) for j in range(i, i + b)]))))
+            for i, b in calls]
+    return np.concatenate(outs)
+
+
+def abstract_autoencoder(cfg: ml_collections.ConfigDict) -> tuple[Any, Any]:
+  """(graphdef, parameter shapes) of the autoencoder of `cfg`, from `nnx.eval_shape`: the
+  structure without running any initialiser; restore the weights into the shapes."""
+  graphdef, state = checkpointing.abstract_model(lambda rngs: Autoencoder(cfg.model, rngs=rngs))
+  return graphdef, nnx.to_pure_dict(state)
 
 
 def fade_edges(wav_S: np.ndarray, n: int) -> np.ndarray:

@@ -51,12 +51,17 @@ class SampleOptions:
 
 class BassGenerator:
 
-  def __init__(self, codec: Codec, cfg: ml_collections.ConfigDict, params: Any):
+  def __init__(self, codec: Codec, cfg: ml_collections.ConfigDict, params: Any, *,
+               structure: tuple[Any, Any] | None = None):
+    """`structure`: the U-Net's (graphdef, non-parameter state) as `abstract_unet(cfg)` gives
+    them (built from `cfg` when not given)."""
     self.codec = codec
     self.cfg = cfg
-    # Graph and non-parameter state (dropout streams, unused at inference) of a fresh module.
-    self.graphdef, _, self.rest = nnx.split(unet.UNet1D(cfg.model, rngs=nnx.Rngs(0)), nnx.Param,
-                                            ...)
+    # The U-Net's structure and non-parameter state (dropout streams, unused at inference), from
+    # its abstract shapes: no initialiser runs.
+    if structure is None:
+      structure = abstract_unet(cfg)[::2]
+    self.graphdef, self.rest = structure
     self.params = jax.device_put(params)
     self.length_multiple = unet.length_multiple(cfg.model)
     self._samplers: dict[tuple[str, int], Any] = {}
@@ -76,12 +81,11 @@ class BassGenerator:
       raise BassgenError(f"{ldm_dir}: not a diffusion model export (kind={meta.get('kind')!r}). "
                          "Give the bundled experiments/demo folder or a diffusion workdir.")
     cfg = ml_collections.ConfigDict(meta["config"])
-    abstract = nnx.eval_shape(lambda: unet.UNet1D(cfg.model, rngs=nnx.Rngs(0)))
-    params = checkpointing.load_params(
-        ldm_dir, nnx.to_pure_dict(nnx.state(abstract, nnx.Param)))
+    graphdef, abstract_params, rest = abstract_unet(cfg)
+    params = checkpointing.load_params(ldm_dir, abstract_params)
     ae_dir = path / "autoencoder" if (path / "autoencoder").is_dir() else pathlib.Path(
         meta["autoencoder_checkpoint"])
-    return cls(Codec.load(ae_dir), cfg, params)
+    return cls(Codec.load(ae_dir), cfg, params, structure=(graphdef, rest))
 
   @property
   def sample_rate(self) -> int:
@@ -100,14 +104,12 @@ class BassGenerator:
     samplers._check_sampler(s.sampler, int(s.steps))  # pylint: disable=protected-access
     return s
 
-  def _sampler(self, sampler: str, steps: int, progress: bool):
-    """The jitted sampler; with `progress`, it reports every step to the open progress bar (a
-    host callback per step, so it is only used while a bar is open)."""
-    key = (sampler, steps, progress)
+  def _sampler(self, sampler: str, steps: int):
+    """The jitted sampler (it reports each step to an open progress bar)."""
+    key = (sampler, steps)
     if key not in self._samplers:
       self._samplers[key] = samplers.make_sampler(
-          self.graphdef, sigma_data=self.cfg.diffusion.sigma_data, sampler=sampler, steps=steps,
-          progress=progress)
+          self.graphdef, sigma_data=self.cfg.diffusion.sigma_data, sampler=sampler, steps=steps)
     return self._samplers[key]
 
   def _full_state(self):
@@ -118,9 +120,10 @@ class BassGenerator:
     return condition(self.codec, self.cfg.model, mix, z_mix)
 
   def style_of(self, style_wav: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's per-channel latent (mean [1, C], std [1, C]) (`samplers.style_stats`, on
+    the host)."""
     z = self.codec.encode(audio.resample(style_wav, sample_rate, self.sample_rate))
-    mean, std = samplers.style_stats(jnp.asarray(z)[None])
-    return np.asarray(mean), np.asarray(std)
+    return z.mean(axis=0)[None], z.std(axis=0)[None]
 
   def sample_latents(self, mix_wav: np.ndarray, sample_rate: int, **kwargs) -> np.ndarray:
     """Normalised bass latents [num_samples, L, C] for `mix_wav`; keyword arguments as for
@@ -138,12 +141,11 @@ class BassGenerator:
     mix = audio.resample(mix_wav, sample_rate, self.sample_rate)
     z_mix = self.codec.encode(mix)
     k = max(1, int(opts.num_samples))
-    cond = self.condition(mix, z_mix)
-    cond = jnp.asarray(np.repeat(cond[None], k, axis=0))
+    cond = np.repeat(self.condition(mix, z_mix)[None], k, axis=0)
     style = None
     if style_wav is not None:
       mean, std = self.style_of(style_wav, style_sample_rate or sample_rate)
-      style = (jnp.repeat(jnp.asarray(mean), k, 0), jnp.repeat(jnp.asarray(std), k, 0))
+      style = (np.repeat(mean, k, 0), np.repeat(std, k, 0))
     known = known_mask = None
     if regenerate is not None:
       if keep_bass is None:
@@ -155,12 +157,12 @@ class BassGenerator:
       start, end = regenerate
       frames = np.arange(z_mix.shape[0])
       mask = ~((frames >= int(np.floor(start * fps))) & (frames < int(np.ceil(end * fps))))
-      known = jnp.asarray(np.repeat(z_keep[None, : z_mix.shape[0]], k, 0))
-      known_mask = jnp.asarray(np.repeat(mask[None].astype(np.float32), k, 0))
+      known = np.repeat(z_keep[None, : z_mix.shape[0]], k, 0)
+      known_mask = np.repeat(mask[None].astype(np.float32), k, 0)
     bar = (samplers.progress_bar(int(scfg.steps), progress) if progress
            else contextlib.nullcontext())
     with bar:
-      sample_fn = self._sampler(scfg.sampler, int(scfg.steps), samplers.progress_active())
+      sample_fn = self._sampler(scfg.sampler, int(scfg.steps))
       z = samplers.generate(sample_fn, self._full_state(), cond, cfg=scfg,
                             length_multiple=self.length_multiple, key=jax.random.key(opts.seed),
                             style=style, known_BxTxC=known, known_mask_BxT=known_mask)
@@ -177,8 +179,7 @@ class BassGenerator:
         options=options, keep_bass=keep_bass, regenerate=regenerate, progress=progress)
     n = len(mix_wav)
     outs = []
-    for z_i in z:
-      bass = self.codec.decode(z_i, model_len)
+    for bass in self.codec.decode(z, model_len):   # every variant in one batch of chunks
       bass = audio.resample(bass, self.sample_rate, sample_rate)
       bass = np.pad(bass, (0, max(0, n - len(bass))))[:n]
       if regenerate is not None:
@@ -216,6 +217,22 @@ class BassGenerator:
     out = [audio.resample(b, self.sample_rate, sample_rate) for b in bass]
     n = len(mix_wav)
     return np.stack([np.pad(b, (0, max(0, n - len(b))))[:n] for b in out]).astype(np.float32)
+
+
+def abstract_unet(cfg: ml_collections.ConfigDict) -> tuple[Any, Any, Any]:
+  """(graphdef, parameter shapes, non-parameter state) of the U-Net of `cfg`, from
+  `nnx.eval_shape`: no initialiser runs. The non-parameter state (dropout streams, unused at
+  inference) is filled with fixed keys and zero counts."""
+  graphdef, params, rest = checkpointing.abstract_model(
+      lambda rngs: unet.UNet1D(cfg.model, rngs=rngs), nnx.Param, ...)
+  key = jax.random.key(0)
+
+  def concrete(leaf):
+    if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+      return key
+    return np.zeros(leaf.shape, leaf.dtype)
+
+  return graphdef, nnx.to_pure_dict(params), jax.tree.map(concrete, rest)
 
 
 def make_wave_to_wave(gen: BassGenerator, sampler: str, steps: int) -> Any:

@@ -3,7 +3,12 @@ r"""Config-driven entry point.
   python -m bassgen.main --config=configs/autoencoder.py:demo --workdir=runs/ae_demo [--mode=train]
   python -m bassgen.main --config=configs/ldm.py:demo --workdir=runs/ldm_demo --config.optim.lr=3e-4
 
-On a multi-host TPU/GPU slice, run the same command on every host with `--distributed`.
+On a multi-host TPU/GPU slice, run the same command on every host with `--distributed`: on TPU
+pods, SLURM and other clusters JAX finds the coordinator in the environment; elsewhere (e.g. two
+machines or two CPU processes) give it:
+
+  python -m bassgen.main --config=... --workdir=... --distributed \
+      --coordinator=HOST0:1234 --num-processes=2 --process-id=0   # and --process-id=1 on the other
 """
 import re
 import sys
@@ -20,6 +25,13 @@ _MODE = flags.DEFINE_string(
     "mode", "train", "train | sample (ldm configs) | eval (configs/eval.py)")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
                                  "call jax.distributed.initialize() (multi-host slices)")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator", None, "with --distributed: HOST:PORT of process 0 (default: from the cluster's "
+    "environment, e.g. a TPU pod or SLURM)")
+_NUM_PROCESSES = flags.DEFINE_integer("num-processes", None,
+                                      "with --distributed: how many processes take part")
+_PROCESS_ID = flags.DEFINE_integer("process-id", None,
+                                   "with --distributed: this process's index, 0 .. num-processes - 1")
 flags.mark_flags_as_required(["config"])
 
 
@@ -28,15 +40,18 @@ def main(argv):
   numba_cache.configure()   # before librosa compiles anything (see bassgen/numba_cache.py)
   import jax  # pylint: disable=g-import-not-at-top
 
-  from bassgen import runner  # pylint: disable=g-import-not-at-top
+  from bassgen import runner, sharding  # pylint: disable=g-import-not-at-top
   from bassgen.errors import BassgenError  # pylint: disable=g-import-not-at-top
 
-  if _DISTRIBUTED.value:
-    jax.distributed.initialize()
-  logging.info("JAX %s: process %d/%d, %d local / %d global devices (%s)", jax.__version__,
-               jax.process_index(), jax.process_count(), jax.local_device_count(),
-               jax.device_count(), jax.devices()[0].platform)
+  explicit = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   try:
+    if _DISTRIBUTED.value:
+      sharding.initialize_distributed(*explicit)
+    elif any(v is not None for v in explicit):
+      raise BassgenError("--coordinator/--num-processes/--process-id need --distributed")
+    logging.info("JAX %s: process %d/%d, %d local / %d global devices (%s)", jax.__version__,
+                 jax.process_index(), jax.process_count(), jax.local_device_count(),
+                 jax.device_count(), jax.devices()[0].platform)
     runner.run(_CONFIG.value, _WORKDIR.value or f"runs/{_CONFIG.value.kind}_{_CONFIG.value.variant}",
                _MODE.value)
   except BassgenError as e:

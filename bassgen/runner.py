@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import logging
 
+import jax
 import ml_collections
 
 from bassgen.errors import BassgenError
 
 
 def run(cfg: ml_collections.ConfigDict, workdir: str, mode: str) -> None:
-  logging.getLogger().setLevel(logging.INFO)
+  # Process 0 speaks for a multi-process run; the others only warn.
+  logging.getLogger().setLevel(logging.INFO if jax.process_index() == 0 else logging.WARNING)
   if mode == "train":
     if cfg.kind == "autoencoder":
       from bassgen.trainers import autoencoder  # pylint: disable=g-import-not-at-top

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bassgen.errors import BassgenError
 
@@ -33,24 +34,24 @@ _EPS = 1e-12
 
 DenoiseFn = Callable[..., jax.Array]
 
-# Progress of a running sampler: samplers made with `progress=True` report each step from inside
-# the jitted loop (a host callback); the innermost `progress_bar` context counts them.
+# Progress of a running sampler: while a `progress_bar` is open, `make_sampler`'s function runs
+# one step per call and the innermost bar counts them.
 _BARS: list[Any] = []
 
 
-def _on_step(*_) -> None:
+def _on_step() -> None:
   if _BARS:
     _BARS[-1].update(1)
 
 
 def progress_active() -> bool:
-  """Whether a `progress_bar` is open (callers then pick a `progress=True` sampler)."""
+  """Whether a `progress_bar` is open (samplers then report each step to it)."""
   return bool(_BARS)
 
 
 @contextlib.contextmanager
 def progress_bar(total: int, desc: str) -> Iterator[Any]:
-  """A tqdm bar (steps and ETA, on stderr) that counts the steps of `progress=True` samplers."""
+  """A tqdm bar (steps and ETA, on stderr) that counts the steps of `make_sampler` samplers."""
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
 
   bar = tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True)
@@ -139,15 +140,21 @@ def sample(denoise_fn: DenoiseFn, cond_BxTxC: jax.Array, key: jax.Array, *, cfg:
            style_mean_BxC: jax.Array | None = None, style_std_BxC: jax.Array | None = None,
            known_BxTxC: jax.Array | None = None, known_mask_BxT: jax.Array | None = None,
            frame_mask_BxT: jax.Array | None = None, latent_channels: int | None = None,
-           progress: bool = False) -> jax.Array:
+           segment: tuple[jax.Array, jax.Array, Any, Any] | None = None) -> Any:
   """Draws target latents for the condition `cond_BxTxC` (the mix latents, plus any extra
   condition channels: then give the target's `latent_channels`); jit-friendly.
 
   `cfg` maps 'sampler' and 'steps' (Python values) and the KNOBS (Python or traced scalars).
   Style grounding runs while σ > ground_sigma_threshold if style stats are given. With
   `known_BxTxC` and `known_mask_BxT` (1 = keep), after every step the known frames are replaced by
-  the known latent noised to the new σ, so the output reproduces them exactly. With `progress`,
-  every step reports to the innermost `progress_bar` (`steps` ticks per call).
+  the known latent noised to the new σ, so the output reproduces them exactly.
+
+  `segment=(x_BxTxC, d_prev_BxTxC, start, stop)` runs only steps [start, stop) (Python or traced
+  integers, 0 <= start <= stop <= steps) from the state (x, d_prev) that the previous segment
+  returned, and returns the new (x, d_prev); at start = 0 the given state is ignored and the
+  loop starts from noise. Running [0, steps) in any number of segments gives the same latents as
+  one call without `segment`: this is how a progress bar follows a jitted sampler without a host
+  callback inside it (which would keep the program out of the persistent compilation cache).
   """
   sampler, steps = cfg["sampler"], int(cfg["steps"])
   _check_sampler(sampler, steps)
@@ -173,44 +180,45 @@ def sample(denoise_fn: DenoiseFn, cond_BxTxC: jax.Array, key: jax.Array, *, cfg:
     noisy = known_BxTxC + sigma * jax.random.normal(k, x.shape, x.dtype)
     return jnp.where(known_mask_BxT[:, :, None] > 0, noisy, x)
 
-  k_init, k_paste = jax.random.split(key)
-  shape = cond_BxTxC.shape[:2] + (latent_channels or cond_BxTxC.shape[2],)
-  x = jax.random.normal(k_init, shape, jnp.float32) * sigmas[0]
-  x = paste_known(x, sigmas[0], jax.random.fold_in(k_paste, steps))
-
   def body(i, carry):
     x, d_prev = carry
-    if progress:
-      jax.debug.callback(_on_step, i)
     s, s_next = sigmas[i], sigmas[i + 1]
     d = denoise(x, s)
-    if sampler == "euler":
-      x_next = x + (s_next - s) * (x - d) / s
-    elif sampler == "heun":
-      slope = (x - d) / s
-      x_euler = x + (s_next - s) * slope
-      slope_next = (x_euler - denoise(x_euler, s_next)) / s_next
-      x_next = x + (s_next - s) * 0.5 * (slope + slope_next)
-    else:  # DPM-Solver++(2M) in t = -log σ; first-order on the first step.
+
+    def step():
+      if sampler == "euler":
+        return x + (s_next - s) * (x - d) / s
+      if sampler == "heun":
+        slope = (x - d) / s
+        x_euler = x + (s_next - s) * slope
+        slope_next = (x_euler - denoise(x_euler, s_next)) / s_next
+        return x + (s_next - s) * 0.5 * (slope + slope_next)
+      # DPM-Solver++(2M) in t = -log σ; first-order on the first step.
       h = jnp.log(s) - jnp.log(s_next)
       h_last = jnp.log(sigmas[jnp.maximum(i - 1, 0)]) - jnp.log(s)
       r = jnp.where(i > 0, h_last / h, 1.0)
       c = jnp.where(i > 0, 0.5 / r, 0.0)
-      d_blend = (1.0 + c) * d - c * d_prev
-      x_next = (s_next / s) * x - jnp.expm1(-h) * d_blend
+      return (s_next / s) * x - jnp.expm1(-h) * ((1.0 + c) * d - c * d_prev)
+
+    # The last step goes to σ = 0, where every sampler returns the denoised estimate.
+    x_next = jax.lax.cond(i == steps - 1, lambda: d, step)
     return paste_known(x_next, s_next, jax.random.fold_in(k_paste, i)), d
 
-  x, _ = jax.lax.fori_loop(0, steps - 1, body, (x, jnp.zeros_like(x)))
-  # The last step goes to σ = 0, where every sampler returns the denoised estimate.
-  x = denoise(x, sigmas[steps - 1])
-  if progress:
-    jax.debug.callback(_on_step, steps - 1)
-  return paste_known(x, 0.0, k_paste)
+  k_init, k_paste = jax.random.split(key)
+  shape = cond_BxTxC.shape[:2] + (latent_channels or cond_BxTxC.shape[2],)
+  x0 = jax.random.normal(k_init, shape, jnp.float32) * sigmas[0]
+  x0 = paste_known(x0, sigmas[0], jax.random.fold_in(k_paste, steps))
+  if segment is None:
+    x, _ = jax.lax.fori_loop(0, steps, body, (x0, jnp.zeros_like(x0)))
+    return x
+  x, d_prev, start, stop = segment
+  x = jnp.where(start == 0, x0, x)
+  return jax.lax.fori_loop(start, stop, body, (x, d_prev))
 
 
-def sampler_knobs(cfg: Mapping) -> dict[str, jax.Array]:
+def sampler_knobs(cfg: Mapping) -> dict[str, np.ndarray]:
   """The traced settings of a `sample` config section, as float32 scalars."""
-  return {name: jnp.asarray(cfg[name] if name in cfg else _KNOB_DEFAULTS[name], jnp.float32)
+  return {name: np.asarray(cfg[name] if name in cfg else _KNOB_DEFAULTS[name], np.float32)
           for name in KNOBS}
 
 
@@ -242,30 +250,57 @@ def complete_condition(model: Any, cond_BxTxC: jax.Array, knobs: Mapping) -> jax
   return model.complete_condition(cond_BxTxC, knobs["harmony_switch_penalty"])
 
 
-def make_sampler(model_graphdef: Any, *, sigma_data: float, sampler: str, steps: int,
-                 progress: bool = False) -> Callable[..., jax.Array]:
-  """A jitted `fn(state, cond_BxTxC, key, knobs, style_mean_BxC=None, style_std_BxC=None,
-  known_BxTxC=None, known_mask_BxT=None, frame_mask_BxT=None) -> z_BxTxC`.
+def make_sampler(model_graphdef: Any, *, sigma_data: float, sampler: str, steps: int
+                 ) -> Callable[..., jax.Array]:
+  """`fn(state, cond_BxTxC, key, knobs, style_mean_BxC=None, style_std_BxC=None,
+  known_BxTxC=None, known_mask_BxT=None, frame_mask_BxT=None) -> z_BxTxC`, one jitted program.
 
   `state` is the NNX state of `nnx.split(model)` (model weights or their EMA), or the tuple of
   states of a filtered split such as `nnx.split(model, nnx.Param, ...)` (plain dicts work too);
   `knobs` is `sampler_knobs(cfg.sample)`. Calls with the same shapes (and the same set of
-  optional inputs) reuse one compilation whatever the weights, key or knob values. With
-  `progress`, each step ticks the innermost `progress_bar`.
+  optional inputs) reuse one compilation whatever the weights, key or knob values. While a
+  `progress_bar` is open, the program runs one step per call (`sample`'s segments: the same
+  program, the same latents) and each step ticks the bar; otherwise all steps run in one call.
   """
   _check_sampler(sampler, steps)
 
-  def run(state, cond_BxTxC, key, knobs, style_mean_BxC=None, style_std_BxC=None,
-          known_BxTxC=None, known_mask_BxT=None, frame_mask_BxT=None):
+  def run(state, cond_BxTxC, key, knobs, style_mean_BxC, style_std_BxC, known_BxTxC,
+          known_mask_BxT, frame_mask_BxT, carry):
+    x, d_prev, full_cond, start, stop = carry
     denoise_fn, model = model_denoiser(model_graphdef, state, sigma_data)
-    cond_BxTxC = complete_condition(model, cond_BxTxC, knobs)
-    return sample(denoise_fn, cond_BxTxC, key, cfg=dict(knobs, sampler=sampler, steps=steps),
-                  style_mean_BxC=style_mean_BxC, style_std_BxC=style_std_BxC,
-                  known_BxTxC=known_BxTxC, known_mask_BxT=known_mask_BxT,
-                  frame_mask_BxT=frame_mask_BxT, latent_channels=model.latent_channels,
-                  progress=progress)
+    # The harmony head's path is decoded once, in the first segment, and carried along.
+    full_cond = jax.lax.cond(start == 0, lambda: complete_condition(model, cond_BxTxC, knobs),
+                             lambda: full_cond)
+    x, d_prev = sample(denoise_fn, full_cond, key, cfg=dict(knobs, sampler=sampler, steps=steps),
+                       style_mean_BxC=style_mean_BxC, style_std_BxC=style_std_BxC,
+                       known_BxTxC=known_BxTxC, known_mask_BxT=known_mask_BxT,
+                       frame_mask_BxT=frame_mask_BxT, latent_channels=model.latent_channels,
+                       segment=(x, d_prev, start, stop))
+    return x, d_prev, full_cond
 
-  return jax.jit(run)
+  run_jit = jax.jit(run)
+  channels: dict[str, int] = {}
+
+  def fn(state, cond_BxTxC, key, knobs, style_mean_BxC=None, style_std_BxC=None,
+         known_BxTxC=None, known_mask_BxT=None, frame_mask_BxT=None):
+    if not channels:   # the module's attributes, read once from a host-side merge (no compute)
+      _, model = model_denoiser(model_graphdef, state, sigma_data)
+      channels.update(latent=model.latent_channels, cond=model.cond_channels)
+    b, t = cond_BxTxC.shape[:2]
+    # Host zeros for the first segment's (ignored) state: no per-shape eager op to compile.
+    x = d_prev = np.zeros((b, t, channels["latent"]), np.float32)
+    full = np.zeros((b, t, channels["cond"]), np.float32)
+    bounds = list(range(steps + 1)) if progress_active() else [0, steps]
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+      x, d_prev, full = run_jit(state, cond_BxTxC, key, knobs, style_mean_BxC, style_std_BxC,
+                                known_BxTxC, known_mask_BxT, frame_mask_BxT,
+                                (x, d_prev, full, np.int32(start), np.int32(stop)))
+      if len(bounds) > 2:
+        jax.block_until_ready(x)
+        _on_step()
+    return x
+
+  return fn
 
 
 def bucket_length(length: int, multiple: int, buckets: Sequence[int] = ()) -> int:
@@ -283,8 +318,9 @@ def generate(sample_fn: Callable[..., jax.Array], state: Any, cond_BxTxC: jax.Ar
              cfg: Any, length_multiple: int, key: jax.Array | None = None,
              style: tuple[jax.Array, jax.Array] | None = None,
              known_BxTxC: jax.Array | None = None,
-             known_mask_BxT: jax.Array | None = None) -> jax.Array:
-  """Any-length generation: pads the mix to a length bucket, samples, crops back.
+             known_mask_BxT: jax.Array | None = None) -> np.ndarray:
+  """Any-length generation: pads the mix to a length bucket, samples, crops back (on the host:
+  the result is a numpy array).
 
   `sample_fn` comes from `make_sampler`; `cfg` is the `sample` section (knobs, buckets,
   bucket_multiple, seed: used when `key` is None); `length_multiple` is
@@ -300,21 +336,21 @@ def generate(sample_fn: Callable[..., jax.Array], state: Any, cond_BxTxC: jax.Ar
   padded = bucket_length(t, cfg.bucket_multiple, cfg.buckets)
   pad = padded - t
 
+  # Padding runs on the host (numpy): eager jax ops would compile once per song length.
   def pad_time(a, mode="constant"):
     widths = [(0, 0), (0, pad)] + [(0, 0)] * (a.ndim - 2)
-    return jnp.pad(a, widths, mode=mode)
+    return np.pad(np.asarray(a, np.float32), widths, mode=mode)
 
-  frame_mask_BxT = pad_time(jnp.ones((b, t), jnp.float32))
-  known = None if known_BxTxC is None else pad_time(jnp.asarray(known_BxTxC, jnp.float32))
-  known_mask = None if known_mask_BxT is None else pad_time(
-      jnp.asarray(known_mask_BxT, jnp.float32))
+  frame_mask_BxT = pad_time(np.ones((b, t), np.float32))
+  known = None if known_BxTxC is None else pad_time(known_BxTxC)
+  known_mask = None if known_mask_BxT is None else pad_time(known_mask_BxT)
   key = jax.random.key(cfg.seed) if key is None else key
   style_mean, style_std = (None, None) if style is None else style
   # The mix continues into the padding as its mirror image (in-distribution for the convs).
-  cond = pad_time(jnp.asarray(cond_BxTxC, jnp.float32), "reflect" if t > 1 else "edge")
+  cond = pad_time(cond_BxTxC, "reflect" if t > 1 else "edge")
   z = sample_fn(state, cond, key,
                 sampler_knobs(cfg), style_mean, style_std, known, known_mask, frame_mask_BxT)
-  return z[:, :t]
+  return np.asarray(z)[:, :t]
 
 
 __all__ = ["SAMPLERS", "KNOBS", "progress_bar", "progress_active", "model_denoiser", "complete_condition", "karras_sigmas", "guidance_combine", "guided_denoiser", "ground",

@@ -2,7 +2,8 @@
 
 One `Mesh` with named axes (`data`, `model`): batches are split over `data`; each parameter carries
 logical axis names (set where the layer is built) that one table in the config maps to mesh axes.
-The same code runs on 8 fake CPU devices, one GPU, or a TPU pod slice with several hosts.
+The same code runs on 8 fake CPU devices, one GPU, or a TPU pod slice with several hosts: each
+process builds its own rows of the global batch, and `global_batch` assembles them.
 """
 from __future__ import annotations
 
@@ -14,8 +15,52 @@ import optax
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from bassgen.errors import BassgenError
+
 DATA = "data"
 MODEL = "model"
+
+
+def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+  """`jax.distributed.initialize()`: from the cluster's environment (TPU pods, SLURM, Open MPI...)
+  when no argument is given, else from all three. CPU processes exchange data over gloo."""
+  given = [v is not None for v in (coordinator, num_processes, process_id)]
+  if any(given) and not all(given):
+    raise BassgenError("--coordinator, --num-processes and --process-id go together: give all "
+                       "three (or none, on a TPU pod or SLURM, where JAX reads them from the "
+                       "environment).")
+  if all(given) and not 0 <= process_id < num_processes:
+    raise BassgenError(f"--process-id={process_id}: must be in 0 .. {num_processes - 1} "
+                       f"(--num-processes={num_processes}).")
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                             process_id=process_id)
+
+
+def process_batch_size(global_batch_size: int) -> int:
+  """This process's share of a global batch (each process feeds its own rows)."""
+  n = jax.process_count()
+  if global_batch_size % n:
+    raise BassgenError(f"train.batch_size={global_batch_size} cannot be split over {n} processes: "
+                       "make it a multiple of the number of processes.")
+  return global_batch_size // n
+
+
+def to_host(tree: Any) -> Any:
+  """A numpy copy of a tree of (global) arrays on every process, also where they span processes."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def local_rows(x: jax.Array) -> np.ndarray:
+  """This process's rows of a batch-sharded global array (all of them in a single process)."""
+  if x.is_fully_addressable:
+    return np.asarray(x)
+  shards = {s.index[0].start or 0: s.data for s in x.addressable_shards}
+  return np.concatenate([np.asarray(shards[k]) for k in sorted(shards)])
 
 
 def make_mesh(mesh_shape: Sequence[int], axis_names: Sequence[str] = (DATA, MODEL),

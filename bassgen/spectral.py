@@ -61,8 +61,14 @@ def stft(x_BxS: jax.Array, n_fft: int, hop: int) -> jax.Array:
   """Complex STFT [B, T, n_fft // 2 + 1] with T = 1 + S // hop (librosa, center=True, zeros)."""
   pad = n_fft // 2
   widths = [(0, 0)] * (x_BxS.ndim - 1) + [(pad, pad)]
-  x = jnp.pad(x_BxS, widths)
-  frames = frame(x, n_fft, hop) * jnp.asarray(hann_window(n_fft))
+  return stft_frames(jnp.pad(x_BxS, widths), n_fft, hop)
+
+
+def stft_frames(x_BxS: jax.Array, n_fft: int, hop: int) -> jax.Array:
+  """Complex STFT of an already padded signal: frame t covers samples [t·hop, t·hop + n_fft)
+  (`stft` is this after librosa's centre padding); chunks of a long signal cut at frame
+  boundaries, overlapping by n_fft - hop samples, give the frames of the whole."""
+  frames = frame(x_BxS, n_fft, hop) * jnp.asarray(hann_window(n_fft))
   return jnp.fft.rfft(frames, n=n_fft, axis=-1)
 
 
@@ -131,21 +137,35 @@ def chroma_frames(x_BxS: jax.Array, sample_rate: int, hop: int, num_frames: int,
   the pitch-class shares of the frame's energy; frames much quieter than the clip's average fade
   towards zero instead of amplifying noise. Invariant to the clip's gain. `frame_mask_BxT`
   (1 = real frame) keeps padding out of the clip's average.
+
+  In two steps for long signals (`Codec.chroma` runs the first in fixed-size chunks):
+  `chroma_energy` of the frames, then `chroma_normalize` over the clip.
   """
   n_fft = 4 * hop
   x = x_BxS[..., hop // 2:]  # centre STFT frame t on the middle of latent frame t
-  power = jnp.abs(stft(x, n_fft, hop)) ** 2
-  energy = power @ jnp.asarray(chroma_filterbank(sample_rate, n_fft))
+  energy = chroma_energy(stft(x, n_fft, hop), sample_rate)
   t = energy.shape[-2]
   if t < num_frames:
     energy = jnp.pad(energy, [(0, 0)] * (energy.ndim - 2) + [(0, num_frames - t), (0, 0)])
-  energy = energy[..., :num_frames, :]
-  total = jnp.sum(energy, axis=-1, keepdims=True)
+  return chroma_normalize(energy[..., :num_frames, :], frame_mask_BxT)
+
+
+def chroma_energy(spec_BxTxF: jax.Array, sample_rate: int) -> jax.Array:
+  """Pitch-class energy [B, T, 12] of a complex STFT with n_fft = 2 (F - 1)."""
+  n_fft = 2 * (spec_BxTxF.shape[-1] - 1)
+  power = jnp.abs(spec_BxTxF) ** 2
+  return power @ jnp.asarray(chroma_filterbank(sample_rate, n_fft))
+
+
+def chroma_normalize(energy_BxTx12, frame_mask_BxT=None):
+  """Each frame's pitch-class shares of its energy, with a floor at 1e-3 of the clip's mean
+  energy per frame. Array methods only, so it runs on numpy arrays on the host as it does on jax
+  arrays inside jit."""
+  total = energy_BxTx12.sum(axis=-1, keepdims=True)
   if frame_mask_BxT is None:
-    mean = jnp.mean(total, axis=-2, keepdims=True)
+    mean = total.mean(axis=-2, keepdims=True)
   else:
     w = frame_mask_BxT[..., None].astype(total.dtype)
-    mean = jnp.sum(total * w, axis=-2, keepdims=True) / jnp.maximum(
-        jnp.sum(w, axis=-2, keepdims=True), 1.0)
+    mean = (total * w).sum(axis=-2, keepdims=True) / w.sum(axis=-2, keepdims=True).clip(min=1.0)
   floor = 1e-3 * mean + 1e-12
-  return energy / jnp.maximum(total, floor)
+  return energy_BxTx12 / total.clip(min=floor)

@@ -4,6 +4,9 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The CLI's persistent compilation cache stays out of the user's cache folder during tests (the
+# tests that check it give it a folder of their own).
+os.environ.setdefault("BASSGEN_JAX_CACHE_DIR", "off")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -12,13 +15,16 @@ jax.config.update("jax_num_cpu_devices", 8)
 
 
 def _missing_extras(names: list[str]) -> list[str]:
-  """The names in BASSGEN_REQUIRE_EXTRAS (tfds, eval, chromium) that this environment lacks."""
+  """The names in BASSGEN_REQUIRE_EXTRAS (tfds, eval, notebooks, chromium) that this environment
+  lacks."""
   import importlib.util
   import shutil
 
   have = {
       "tfds": lambda: importlib.util.find_spec("tensorflow_datasets") is not None,
       "eval": lambda: all(importlib.util.find_spec(m) is not None for m in ("swift_f0", "onnxruntime")),
+      "notebooks": lambda: all(importlib.util.find_spec(m) is not None
+                               for m in ("nbclient", "nbformat", "ipykernel")),
       "chromium": lambda: any(shutil.which(b) for b in ("chromium", "chromium-browser",
                                                         "google-chrome", "google-chrome-stable", "chrome")),
   }
@@ -30,13 +36,13 @@ def _missing_extras(names: list[str]) -> list[str]:
 
 
 def pytest_configure(config):
-  """CI sets BASSGEN_REQUIRE_EXTRAS=tfds,eval,chromium: the tests that need them must run, so a
-  missing one stops the run instead of turning into skips."""
+  """CI sets BASSGEN_REQUIRE_EXTRAS=tfds,eval,notebooks,chromium: the tests that need them must
+  run, so a missing one stops the run instead of turning into skips."""
   del config
   names = [n.strip() for n in os.environ.get("BASSGEN_REQUIRE_EXTRAS", "").split(",") if n.strip()]
   missing = _missing_extras(names)
   if missing:
     raise pytest.UsageError(
         f"BASSGEN_REQUIRE_EXTRAS asks for {', '.join(missing)}, which is not installed: their tests "
-        "would be skipped. Install with `make test EXTRAS=dev,tfds,eval` (chromium: apt-get install "
-        "chromium), or unset BASSGEN_REQUIRE_EXTRAS.")
+        "would be skipped. Install with `make test EXTRAS=dev,tfds,eval,notebooks` (chromium: "
+        "apt-get install chromium), or unset BASSGEN_REQUIRE_EXTRAS.")

@@ -185,9 +185,8 @@ def test_mp3_ogg_and_awkward_file_names_sample_and_link(bundle, tmp_path, capsys
 def test_a_failing_stage_leaves_no_partial_output(bundle, tmp_path, capsys, monkeypatch, stage):
   """The second input's MIDI (or picture) stage crashes: the first input's outputs are complete,
   the second's are absent (not half-written), and no temporary files are left."""
-  from bassgen import report
-  from bassgen.evaluation import midi
-  module = midi if stage == "notes_to_midi" else report
+  from bassgen import notes, report
+  module = notes if stage == "notes_to_midi" else report
   real, calls = getattr(module, stage), []
 
   def crashes_on_second_input(*args, **kwargs):

@@ -242,3 +242,32 @@ def test_jitted_sampler_compiles_once_per_bucket(monkeypatch):
   # A new bucket is a new shape: it must trace again (which the assertion reports).
   with pytest.raises(AssertionError, match="traced > 1"):
     samplers.generate(sample_fn, state, jnp.zeros((2, 40, c)), cfg=scfg, length_multiple=multiple)
+
+
+@pytest.mark.parametrize("sampler", samplers.SAMPLERS)
+def test_sampling_in_segments_gives_the_same_latents(sampler):
+  """A progress bar runs the sampler one step per call: the same latents as one call."""
+  cond = _cond(b=2)
+  cfg = _cfg(sampler=sampler, steps=6, guidance_w=2.0)
+  whole = _run(cfg, cond, key=3)
+  seg = jax.jit(lambda c, k, x, d, a, b: samplers.sample(
+      gaussian_denoiser, c, k, cfg=cfg, segment=(x, d, a, b)))
+  x = d = jnp.zeros_like(cond)
+  for start, stop in ((0, 1), (1, 4), (4, 6)):
+    x, d = seg(cond, jax.random.key(3), x, d, start, stop)
+  np.testing.assert_allclose(x, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_progress_bar_ticks_once_per_step_and_changes_nothing():
+  config = _config("runlocal")
+  graphdef, state = nnx.split(unet.UNet1D(config.model, rngs=nnx.Rngs(0)))
+  sample_fn = samplers.make_sampler(graphdef, sigma_data=config.diffusion.sigma_data,
+                                    sampler="dpmpp2m", steps=5)
+  mix = jax.random.normal(jax.random.key(0), (1, 20, unet.sampling_cond_channels(config.model)))
+  run = lambda: samplers.generate(sample_fn, state, mix, cfg=config.sample,
+                                  length_multiple=unet.length_multiple(config.model))
+  quiet = run()
+  with samplers.progress_bar(5, "steps") as bar:
+    ticked = run()
+  assert bar.n == 5
+  np.testing.assert_allclose(ticked, quiet, rtol=1e-5, atol=1e-5)

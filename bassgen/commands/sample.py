@@ -88,6 +88,28 @@ def _staged(out: pathlib.Path, final: list[pathlib.Path], overwrite: bool):
     shutil.rmtree(stage, ignore_errors=True)
 
 
+def _with_bass(mix, bass, block: int = 1 << 18):
+  """Blocks of mix + bass, scaled to a 0.99 peak when the sum would clip (two passes over the
+  blocks: memory holds one)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  n = len(mix)
+  peak = max(float(np.max(np.abs(mix[i:i + block] + bass[i:i + block]))) for i in range(0, n, block))
+  scale = 0.99 / peak if peak > 0.99 else 1.0
+  for i in range(0, n, block):
+    both = mix[i:i + block] + bass[i:i + block]
+    yield both * scale if scale != 1.0 else both
+
+
+def _summary(track, notes, midi_name) -> str:
+  """One line about a generated bass for the page: notes, range, voiced share."""
+  if not notes:
+    return "no notes found"
+  low, high = min(n.pitch for n in notes), max(n.pitch for n in notes)
+  return (f"{len(notes)} notes, {midi_name(low)} to {midi_name(high)}, pitched in "
+          f"{100 * float(track.pitch.voiced.mean()):.0f}% of frames")
+
+
 def run(args: argparse.Namespace) -> int:
   import numpy as np  # pylint: disable=g-import-not-at-top
 
@@ -136,10 +158,12 @@ def run(args: argparse.Namespace) -> int:
       raise BassgenError(f"{existing[0]}: already exists. Pass --overwrite to replace it, or "
                          "choose another --out folder.")
 
-  # 3. Generate.
-  from bassgen.evaluation import midi, pitch  # pylint: disable=g-import-not-at-top
+  # 3. Generate. Compiled programs are cached on disk, so a later process reuses them.
+  from bassgen import compile_cache  # pylint: disable=g-import-not-at-top
+  compile_cache.enable()
+  from bassgen import notes as notes_lib  # pylint: disable=g-import-not-at-top
+  from bassgen import report, transcription  # pylint: disable=g-import-not-at-top
   from bassgen.generation import BassGenerator, SampleOptions  # pylint: disable=g-import-not-at-top
-  from bassgen import report  # pylint: disable=g-import-not-at-top
 
   gen = BassGenerator.load(args.checkpoint)
   opts = SampleOptions(guidance=args.guidance, rescale=args.rescale,
@@ -154,26 +178,26 @@ def run(args: argparse.Namespace) -> int:
                           keep_bass=None if keep is None else audio.resample(keep[0], keep[1], sr),
                           regenerate=region, progress=f"    {name}: sampling")
     final = [p for v in files.values() for p in (v if isinstance(v, list) else [v])]
+    summaries = []
     with _staged(out, final, args.overwrite) as stage:
       audio.save_audio(stage / files["mix"].name, wav, sr)
-      track = None
       for j, bass in enumerate(basses):
         audio.save_audio(stage / files["bass"][j].name, bass, sr)
-        both = wav + bass
-        peak = float(np.max(np.abs(both)))
-        audio.save_audio(stage / files["with_bass"][j].name,
-                         both / peak * 0.99 if peak > 0.99 else both, sr)
-        notes = pitch.transcribe_bass(bass, sr)
-        midi.notes_to_midi(notes, stage / files["midi"][j].name)
+        audio.save_audio_blocks(stage / files["with_bass"][j].name, _with_bass(wav, bass), sr)
+        # One pitch track per bass, for its MIDI, the picture and the page.
+        track = transcription.track_bass(bass, sr)
+        notes = transcription.transcribe(track)
+        notes_lib.notes_to_midi(notes, stage / files["midi"][j].name)
+        summaries.append(_summary(track, notes, notes_lib.midi_name))
         if j == 0:
-          track = pitch.track_pitch(bass, sr)
-      report.spectrogram_png(stage / files["png"].name, wav, basses[0], sr, track.times,
-                             track.f0_hz,
-                             title=f"{name}: mix (top), generated bass and its pitch (bottom)")
+          report.spectrogram_png(stage / files["png"].name, wav, sr, track, notes,
+                                 title=f"{name}: mix (top), generated bass's notes and pitch "
+                                 "(bottom)")
     items.append({"name": name, "mix": files["mix"].name,
                   "basses": [p.name for p in files["bass"]],
                   "with_bass": [p.name for p in files["with_bass"]],
-                  "midi": [p.name for p in files["midi"]], "png": files["png"].name})
+                  "midi": [p.name for p in files["midi"]], "png": files["png"].name,
+                  "summaries": summaries})
     count = sum(len(v) if isinstance(v, list) else 1 for v in files.values())
     print(f"    wrote {files['bass'][0].name} (+{count - 1} files) in "
           f"{time.time() - t0:.1f} s", flush=True)

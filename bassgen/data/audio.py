@@ -6,10 +6,12 @@ the fix.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import pathlib
 import re
 import tempfile
+from collections.abc import Iterable
 
 import numpy as np
 import soundfile as sf
@@ -125,6 +127,34 @@ def save_audio(path: str | os.PathLike, wav: np.ndarray, sample_rate: int, *,
 
   def write(f):
     sf.write(f, data, int(sample_rate), format=fmt, subtype=subtype or default_subtype)
+
+  return _atomic_write(path, write, overwrite=overwrite, binary=True)
+
+
+def save_audio_blocks(path: str | os.PathLike, blocks: Iterable[np.ndarray], sample_rate: int, *,
+                      overwrite: bool = False, subtype: str | None = None) -> pathlib.Path:
+  """Writes consecutive blocks of [S] (or [C, S]) audio as one file, atomically, like
+  `save_audio`: memory holds one block, whatever the length."""
+  path = pathlib.Path(path)
+  suffix = path.suffix.lower()
+  if suffix not in _WRITE_FORMATS:
+    raise BassgenError(f"{path}: cannot write '{suffix}' files. Use a .wav or .flac name.")
+  fmt, default_subtype = _WRITE_FORMATS[suffix]
+  blocks = iter(blocks)
+  first = np.asarray(next(blocks, np.zeros(0, np.float32)), np.float32)
+  if first.ndim not in (1, 2):
+    raise ValueError(f"expected [S] or [C, S] audio blocks, got shape {first.shape}")
+  channels = 1 if first.ndim == 1 else first.shape[0]
+
+  def write(f):
+    with sf.SoundFile(f, mode="w", samplerate=int(sample_rate), channels=channels, format=fmt,
+                      subtype=subtype or default_subtype) as out:
+      for block in itertools.chain([first], blocks):
+        block = np.asarray(block, np.float32)
+        if not np.all(np.isfinite(block)):
+          raise BassgenError(f"{path}: refusing to write audio with NaN/Inf samples.")
+        data = block if block.ndim == 1 else block.T
+        out.write(np.clip(data, -1.0, 1.0) if fmt == "FLAC" else data)
 
   return _atomic_write(path, write, overwrite=overwrite, binary=True)
 

@@ -227,17 +227,19 @@ def make_latent_train_dataset(latent_dir: str | pathlib.Path, *, crop_frames: in
                               batch_size: int, seed: int, silence_threshold_db: float | None = -50.0,
                               shard_index: int | None = None, shard_count: int | None = None,
                               with_chroma: bool = False, with_harmony: bool = False):
-  """Infinite shuffled batches {'mix', 'target': float32[B, crop_frames, C]} of this process."""
+  """Infinite shuffled batches {'mix', 'target': float32[B, crop_frames, C]} of this process: its
+  rows of each global batch of B x shard_count (see `pipeline.process_batches`), so the iterator's
+  state, the number of global batches read, resumes on any number of processes."""
   import grain  # pylint: disable=g-import-not-at-top
 
   shard_index, shard_count = pipeline._shard(shard_index, shard_count)  # pylint: disable=protected-access
   cropper = LatentCrop(latent_dir, crop_frames=crop_frames,
                        silence_threshold_db=silence_threshold_db, with_chroma=with_chroma,
                        with_harmony=with_harmony)
-  shard_seed = int(np.random.SeedSequence([int(seed), shard_index]).generate_state(1)[0])
-  ds = grain.MapDataset.range(cropper.num_records)[shard_index::shard_count]
-  ds = ds.seed(shard_seed).shuffle().repeat().random_map(cropper)
-  return ds.to_iter_dataset().batch(batch_size, drop_remainder=True)
+  ds = grain.MapDataset.range(cropper.num_records).seed(pipeline.stream_seed(seed)).shuffle()
+  ds = pipeline.process_batches(ds.repeat().random_map(cropper), batch_size, shard_index,
+                                shard_count)
+  return ds.to_iter_dataset()
 
 
 class _EvalCrop:
@@ -255,7 +257,8 @@ def make_latent_eval_batches(latent_dir: str | pathlib.Path, *, crop_frames: int
                              silence_threshold_db: float | None = -50.0,
                              with_chroma: bool = False, with_harmony: bool = False
                              ) -> list[dict[str, np.ndarray]]:
-  """A fixed list of validation batches (same examples every call), for this process."""
+  """A fixed list of validation batches (same examples every call): this process's rows of each
+  global batch, which do not depend on the number of processes."""
   import grain  # pylint: disable=g-import-not-at-top
 
   shard_index, shard_count = pipeline._shard(None, None)  # pylint: disable=protected-access
@@ -264,5 +267,5 @@ def make_latent_eval_batches(latent_dir: str | pathlib.Path, *, crop_frames: int
                        with_harmony=with_harmony)
   total = max(batch_size * shard_count, (num_examples // (batch_size * shard_count))
               * batch_size * shard_count)
-  ds = grain.MapDataset.range(total)[shard_index::shard_count].map(_EvalCrop(cropper, seed, total))
-  return list(ds.to_iter_dataset().batch(batch_size, drop_remainder=True))
+  ds = grain.MapDataset.range(total).map(_EvalCrop(cropper, seed, total))
+  return list(pipeline.process_batches(ds, batch_size, shard_index, shard_count).to_iter_dataset())

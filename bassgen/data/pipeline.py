@@ -12,9 +12,13 @@ One training example:
      drawn uniformly in dB from `gain_db_range`, summed; the target is the target stem of the same
      crop, unscaled.
 
-Elements are sharded across processes before shuffling (process i of n sees elements i, i+n, ...),
-the shuffle is re-drawn every epoch, and the random crop and mix depend only on (seed, shard,
-position), so `get_state()`/`set_state()` of the iterator resume exactly.
+Sharding across processes: there is one global stream of examples (shuffled, the shuffle re-drawn
+every epoch; the random crop and mix of each depend only on the seed and its position), cut into
+global batches of batch_size x n for n processes. Process i reads only rows [i*B, (i+1)*B) of each
+global batch, which is where `jax.make_array_from_process_local_data` puts them. So the global
+batch, and the whole training run, do not depend on the number of processes, and the iterator's
+state (the number of global batches read, the same in every process) resumes exactly, on any
+process count (see `process_batches`).
 """
 from __future__ import annotations
 
@@ -177,6 +181,12 @@ class _EvalExample:
     return self.cropper.example(element, np.random.default_rng([self.seed, int(e)]))
 
 
+def stream_seed(seed: int) -> int:
+  """The seed of the global example stream. (It is the one process 0 used when every process
+  shuffled its own elements, so single-process runs read the examples they always did.)"""
+  return int(np.random.SeedSequence([int(seed), 0]).generate_state(1)[0])
+
+
 def _shard(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:
   if shard_index is None or shard_count is None:
     import jax  # pylint: disable=g-import-not-at-top
@@ -196,13 +206,21 @@ def _check_args(data_dir, crop_samples: int, batch_size: int, gain_db_range) -> 
                        "Fix the data section of the config.")
 
 
-def _finish(ds: grain.MapDataset, batch_size: int, worker_count: int,
-            num_threads: int) -> grain.IterDataset:
+def process_batches(ds: grain.MapDataset, batch_size: int, shard_index: int,
+                    shard_count: int) -> grain.MapDataset:
+  """This process's part of each global batch of `ds`: batch k of process i holds elements
+  [(k*n + i) * B, (k*n + i + 1) * B) of `ds`, i.e. rows [i*B, (i+1)*B) of global batch k, for
+  B = batch_size per process and n = shard_count processes."""
+  return ds.batch(batch_size, drop_remainder=True)[shard_index::shard_count]
+
+
+def _finish(ds: grain.MapDataset, worker_count: int, num_threads: int) -> grain.IterDataset:
+  """An iterator over the batches of `ds`; its state is the number of batches read."""
   import grain  # pylint: disable=g-import-not-at-top
 
-  # A small element buffer keeps memory bounded for long crops.
-  options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(2 * batch_size, 8))
-  it = ds.to_iter_dataset(options).batch(batch_size, drop_remainder=True)
+  # Each thread reads whole batches; a small buffer keeps memory bounded for long crops.
+  options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(2 * num_threads, 2))
+  it = ds.to_iter_dataset(options)
   if worker_count > 0:
     from absl import flags  # pylint: disable=g-import-not-at-top
     if not flags.FLAGS.is_parsed():  # grain workers read absl flags; outside absl.app they're unset
@@ -234,13 +252,9 @@ def make_train_dataset(data_dir: str | pathlib.Path, *, crop_samples: int, batch
   cropper = CropAndMix(data_dir, crop_samples=crop_samples,
                        silence_threshold_db=silence_threshold_db, gain_db_range=gain_db_range,
                        max_crop_tries=max_crop_tries, with_metadata=with_metadata)
-  if cropper.num_records < shard_count:
-    raise BassgenError(f"{data_dir}: {cropper.num_records} segments cannot be shared by "
-                       f"{shard_count} processes. Prepare more data or use fewer processes.")
-  shard_seed = int(np.random.SeedSequence([int(seed), shard_index]).generate_state(1)[0])
-  ds = grain.MapDataset.range(cropper.num_records)[shard_index::shard_count]
-  ds = ds.seed(shard_seed).shuffle().repeat().random_map(cropper)
-  return _finish(ds, batch_size, worker_count, num_threads)
+  ds = grain.MapDataset.range(cropper.num_records).seed(stream_seed(seed)).shuffle().repeat()
+  ds = process_batches(ds.random_map(cropper), batch_size, shard_index, shard_count)
+  return _finish(ds, worker_count, num_threads)
 
 
 def make_eval_dataset(data_dir: str | pathlib.Path, *, crop_samples: int, batch_size: int,
@@ -255,7 +269,9 @@ def make_eval_dataset(data_dir: str | pathlib.Path, *, crop_samples: int, batch_
   The eval set holds num_examples // (batch_size * shard_count) batches per process (the rest is
   dropped so every batch has the same shape). Example e of the set starts in segment
   e * num_segments // set_size (spread evenly over the data) and is drawn with a generator seeded by
-  (seed, e); process i holds examples i, i + n, ... Same dict format as `make_train_dataset`.
+  (seed, e); batch k of process i holds examples (k*n + i) * B ... (k*n + i + 1) * B - 1, so the
+  global batches are the same for any number of processes. Same dict format as
+  `make_train_dataset`.
   """
   import grain  # pylint: disable=g-import-not-at-top
 
@@ -269,6 +285,5 @@ def make_eval_dataset(data_dir: str | pathlib.Path, *, crop_samples: int, batch_
                        silence_threshold_db=silence_threshold_db, gain_db_range=gain_db_range,
                        max_crop_tries=max_crop_tries, with_metadata=with_metadata)
   total = num_batches * batch_size * shard_count
-  ds = grain.MapDataset.range(total)[shard_index::shard_count]
-  ds = ds.map(_EvalExample(cropper, seed, total))
-  return _finish(ds, batch_size, 0, num_threads)
+  ds = grain.MapDataset.range(total).map(_EvalExample(cropper, seed, total))
+  return _finish(process_batches(ds, batch_size, shard_index, shard_count), 0, num_threads)

@@ -17,15 +17,18 @@ The bass range is fmin = 30 Hz (just below B0 of a five-string bass) to fmax = 4
 from __future__ import annotations
 
 import dataclasses
-import heapq
 import importlib.util
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import numpy as np
 
 from bassgen import numba_cache
 from bassgen.errors import BassgenError
+# Notes, tracks and the f0-to-notes step live with the product code that writes MIDI; evaluation
+# code imports them from here as before.
+from bassgen.notes import (Note, PitchTrack, as_notes, f0_to_notes, hz_to_midi,  # noqa: F401
+                           midi_to_hz)
 from bassgen.evaluation._signal import as_mono, check_sample_rate
 
 BASS_FMIN_HZ = 30.0
@@ -39,54 +42,6 @@ _SWIFT_MIN_HZ = 46.875
 _SWIFT_MAX_HZ = 2093.75
 _SWIFT_SHIFTS = 4
 _swift_detector = None
-
-
-@dataclasses.dataclass(frozen=True)
-class PitchTrack:
-  """Frame-wise f0 of a monophonic line.
-
-  Attributes:
-    times: [T] frame centres in seconds, uniformly spaced from 0.
-    f0_hz: [T] fundamental frequency; nan where the frame is unvoiced.
-    voiced: [T] bool.
-    confidence: [T] the tracker's voicing probability in [0, 1].
-  """
-  times: np.ndarray
-  f0_hz: np.ndarray
-  voiced: np.ndarray
-  confidence: np.ndarray
-
-  @property
-  def hop_s(self) -> float:
-    """Seconds between frames."""
-    return float(self.times[1] - self.times[0]) if len(self.times) > 1 else 0.0
-
-  @property
-  def midi(self) -> np.ndarray:
-    """[T] fractional MIDI pitch; nan where unvoiced."""
-    return hz_to_midi(self.f0_hz)
-
-
-@dataclasses.dataclass(frozen=True)
-class Note:
-  """One note of a monophonic line: times in seconds, MIDI pitch, MIDI velocity."""
-  onset: float
-  offset: float
-  pitch: int
-  velocity: int = 100
-
-
-def hz_to_midi(f0_hz) -> np.ndarray:
-  """MIDI pitch (A4 = 440 Hz = 69) of frequencies in Hz; nan for nan, zero or negative input."""
-  f = np.asarray(f0_hz, dtype=np.float64)
-  with np.errstate(divide="ignore", invalid="ignore"):
-    midi = 69.0 + 12.0 * np.log2(f / 440.0)
-  return np.where(f > 0, midi, np.nan)
-
-
-def midi_to_hz(midi) -> np.ndarray:
-  """Frequency in Hz of (fractional) MIDI pitches."""
-  return 440.0 * 2.0 ** ((np.asarray(midi, dtype=np.float64) - 69.0) / 12.0)
 
 
 def swift_f0_available() -> bool:
@@ -198,126 +153,6 @@ def _make_track(times, f0, voiced, conf, n_frames: int | None) -> PitchTrack:
   return PitchTrack(times=times, f0_hz=np.where(voiced, f0, np.nan), voiced=voiced, confidence=conf)
 
 
-def f0_to_notes(track: PitchTrack, *, min_note_s: float = 0.06, max_gap_s: float = 0.04,
-                split_times: Sequence[float] | None = None, snap_s: float = 0.07,
-                smooth_s: float = 0.05) -> list[Note]:
-  """Turns a monophonic f0 track into notes.
-
-  Frame pitches are median-smoothed over `smooth_s` within voiced runs and rounded to semitones;
-  runs of equal pitch become notes. Runs shorter than `min_note_s` join an adjacent note (the longer
-  one) or are dropped when isolated; unvoiced gaps up to `max_gap_s` inside a same-pitch note are
-  bridged. `split_times` (e.g. onsets detected in the audio) split a note where the same pitch is
-  re-attacked, and a note onset within `snap_s` of a split time moves to it (f0 trackers see a note
-  up to half a frame early or late; onset detectors are sharper).
-
-  Returns:
-    Notes sorted by onset, non-overlapping, velocity 100.
-  """
-  hop = track.hop_s or 0.016
-  min_frames = max(1, int(round(min_note_s / hop)))
-  pitch_T = _smoothed_semitones(track, max(1, int(round(smooth_s / hop)) | 1))
-  segs = _runs(pitch_T)                                          # [start, end) frame index, pitch
-  segs = _absorb_short(segs, min_frames)
-  splits = np.sort(np.asarray(split_times if split_times is not None else [], dtype=np.float64))
-  notes: list[list] = []
-  for start, end, pitch in segs:
-    onset = max(0.0, track.times[start] - hop / 2)
-    offset = track.times[end - 1] + hop / 2
-    if notes and notes[-1][2] == pitch and onset - notes[-1][1] <= max_gap_s + 1e-9 and not np.any(
-        (splits > notes[-1][1] - snap_s) & (splits <= onset + snap_s)):
-      notes[-1][1] = offset           # bridge a short dropout inside one note
-    else:
-      notes.append([onset, offset, pitch])
-  out = []
-  for onset, offset, pitch in notes:
-    lowest = out[-1].onset + min_note_s if out else -np.inf
-    near = splits[(np.abs(splits - onset) <= snap_s) & (splits < offset - min_note_s)
-                  & (splits > lowest)]
-    if near.size:
-      dist = np.abs(near - onset)
-      onset = float(near[dist <= dist.min() + 1e-3][-1])   # near-ties: the later one
-    if out and out[-1].offset > onset:   # a later-snapped onset never overlaps the note before
-      out[-1] = dataclasses.replace(out[-1], offset=onset)
-    bounds = [onset]
-    for s in splits[(splits > onset) & (splits < offset - min_note_s)]:
-      if s - bounds[-1] >= min_note_s:
-        bounds.append(float(s))
-    bounds.append(offset)
-    for a, b in zip(bounds[:-1], bounds[1:]):
-      out.append(Note(onset=float(a), offset=float(b), pitch=int(pitch)))
-  return out
-
-
-def _smoothed_semitones(track: PitchTrack, width: int) -> np.ndarray:
-  from scipy.ndimage import median_filter  # pylint: disable=g-import-not-at-top
-
-  midi_T = track.midi
-  pitch_T = np.full(len(midi_T), -1, dtype=np.int64)
-  for start, end, _ in _runs(np.where(track.voiced, 0, -1)):
-    run = midi_T[start:end]
-    size = min(width, len(run) if len(run) % 2 else len(run) - 1)
-    if size > 1:
-      run = median_filter(run, size=size, mode="nearest")
-    pitch_T[start:end] = np.round(run).astype(np.int64)
-  return pitch_T
-
-
-def _runs(values_T: np.ndarray) -> list[tuple[int, int, int]]:
-  """Run-length encoding of voiced values (>= 0): [(start, end, value)], unvoiced (-1) skipped."""
-  values_T = np.asarray(values_T)
-  if values_T.size == 0:
-    return []
-  change = np.flatnonzero(np.diff(values_T)) + 1
-  starts = np.concatenate([[0], change])
-  ends = np.concatenate([change, [len(values_T)]])
-  return [(int(s), int(e), int(values_T[s])) for s, e in zip(starts, ends) if values_T[s] >= 0]
-
-
-def _absorb_short(segs, min_frames: int):
-  """Merges runs shorter than `min_frames` into a touching neighbour (the longer), or drops them.
-
-  Shortest first, with a heap over a linked list: O(n log n) for the thousands of runs of a song.
-  """
-  start = [s[0] for s in segs]
-  end = [s[1] for s in segs]
-  pitch = [s[2] for s in segs]
-  n = len(segs)
-  alive = [True] * n
-  prev = list(range(-1, n - 1))
-  nxt = list(range(1, n + 1))
-  heap = [(end[i] - start[i], i) for i in range(n)]
-  heapq.heapify(heap)
-
-  def unlink(i):
-    alive[i] = False
-    if prev[i] >= 0:
-      nxt[prev[i]] = nxt[i]
-    if nxt[i] < n:
-      prev[nxt[i]] = prev[i]
-
-  def touching(a, b):   # a before b
-    return 0 <= a < n and 0 <= b < n and alive[a] and alive[b] and end[a] == start[b]
-
-  while heap:
-    length, i = heapq.heappop(heap)
-    if not alive[i] or length != end[i] - start[i]:
-      continue
-    if length >= min_frames:
-      break
-    cands = [k for k in (prev[i], nxt[i]) if touching(min(k, i), max(k, i))]
-    unlink(i)
-    if not cands:
-      continue
-    k = max(cands, key=lambda c: end[c] - start[c])
-    start[k], end[k] = min(start[k], start[i]), max(end[k], end[i])
-    for other in (prev[k], nxt[k]):   # neighbours that now touch with equal pitch become one run
-      if touching(min(other, k), max(other, k)) and pitch[other] == pitch[k]:
-        start[k], end[k] = min(start[k], start[other]), max(end[k], end[other])
-        unlink(other)
-    heapq.heappush(heap, (end[k] - start[k], k))
-  return [(start[i], end[i], pitch[i]) for i in range(n) if alive[i]]
-
-
 def transcribe_bass(wav, sample_rate: int, *, tracker: str = "auto",
                     min_note_s: float = 0.06) -> list[Note]:
   """Notes of a monophonic bass waveform: f0 track, split at detected onsets, velocity from level.
@@ -350,20 +185,3 @@ def notes_to_track(notes: Iterable[Note], times) -> PitchTrack:
     f0[(times >= n.onset) & (times < n.offset)] = midi_to_hz(n.pitch)
   voiced = np.isfinite(f0)
   return PitchTrack(times=times, f0_hz=f0, voiced=voiced, confidence=voiced.astype(np.float64))
-
-
-def as_notes(notes) -> list[Note]:
-  """Accepts Notes or dicts with start/end (or onset/offset), pitch and optional velocity."""
-  out = []
-  for n in notes:
-    if isinstance(n, Note):
-      out.append(n)
-      continue
-    try:
-      onset = float(n["start"] if "start" in n else n["onset"])
-      offset = float(n["end"] if "end" in n else n["offset"])
-      out.append(Note(onset, offset, int(n["pitch"]), int(n.get("velocity", 100))))
-    except (KeyError, TypeError, ValueError):
-      raise BassgenError(f"note {n!r}: expected a Note or a dict with 'start', 'end' and 'pitch' "
-                         "(seconds, MIDI number), as in a rendered song.json.") from None
-  return out

@@ -179,8 +179,8 @@ def latent_statistics(cfg: ml_collections.ConfigDict, s: Setup, params: Any,
     g = sharding.global_batch(b, s.mesh)
     for name in ("mix", "target"):
       a, b2 = moments(params, g[name])
-      m1.append(np.asarray(a))
-      m2.append(np.asarray(b2))
+      m1.append(sharding.to_host(a))
+      m2.append(sharding.to_host(b2))
   mean = np.mean(m1, axis=0)
   std = np.sqrt(np.maximum(np.mean(m2, axis=0) - mean**2, 1e-12))
   return mean.astype(np.float32), std.astype(np.float32)
@@ -188,11 +188,9 @@ def latent_statistics(cfg: ml_collections.ConfigDict, s: Setup, params: Any,
 
 def _data(cfg: ml_collections.ConfigDict, seed: int):
   from bassgen.data import pipeline  # pylint: disable=g-import-not-at-top
-  per_process = cfg.train.batch_size // jax.process_count()
-  if per_process < 1 or cfg.train.batch_size % jax.process_count():
-    raise ValueError("train.batch_size must be a multiple of the number of processes")
   return pipeline.make_train_dataset(
-      cfg.data.train_dir, crop_samples=cfg.data.crop_samples, batch_size=per_process, seed=seed,
+      cfg.data.train_dir, crop_samples=cfg.data.crop_samples,
+      batch_size=sharding.process_batch_size(cfg.train.batch_size), seed=seed,
       silence_threshold_db=cfg.data.silence_threshold_db,
       gain_db_range=tuple(cfg.data.gain_db_range), worker_count=cfg.data.worker_count)
 
@@ -200,9 +198,9 @@ def _data(cfg: ml_collections.ConfigDict, seed: int):
 def _val_batches(cfg: ml_collections.ConfigDict) -> list[dict[str, np.ndarray]]:
   from bassgen.data import pipeline  # pylint: disable=g-import-not-at-top
   val_dir = cfg.data.val_dir or cfg.data.train_dir
-  per_process = max(1, cfg.train.batch_size // jax.process_count())
   ds = pipeline.make_eval_dataset(val_dir, crop_samples=cfg.data.crop_samples,
-                                  batch_size=per_process, num_examples=cfg.data.num_val_examples,
+                                  batch_size=sharding.process_batch_size(cfg.train.batch_size),
+                                  num_examples=cfg.data.num_val_examples,
                                   seed=cfg.seed)
   return list(ds)
 
@@ -264,7 +262,7 @@ def _train(cfg: ml_collections.ConfigDict, workdir: pathlib.Path,
       b, r = recon
       for name in ("mix", "target"):
         orig = np.asarray(b[name][0])
-        rec = np.asarray(jax.device_get(r[name]))[0]
+        rec = sharding.local_rows(r[name])[0]   # row 0 of process 0 is its b[name][0]
         writer.audio(at_step, f"audio/{name}_original", orig, cfg.sample_rate)
         writer.audio(at_step, f"audio/{name}_reconstruction", rec, cfg.sample_rate)
         writer.spectrogram(at_step, f"spectrogram/{name}",
@@ -331,6 +329,5 @@ def export_model(directory: pathlib.Path, cfg: ml_collections.ConfigDict, params
   meta = {"kind": "autoencoder", "config": cfg.to_dict(), "step": int(step),
           "latent_mean": [float(x) for x in latent_mean],
           "latent_std": [float(x) for x in latent_std]}
-  params = jax.device_get(params)
-  checkpointing.save_params(directory, params, meta)
+  checkpointing.save_params(directory, sharding.to_host(params), meta)
   logging.info("exported the EMA autoencoder to %s", directory)

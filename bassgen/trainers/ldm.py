@@ -207,7 +207,7 @@ def _train(cfg: ml_collections.ConfigDict, workdir: pathlib.Path,
   s = setup(cfg, mesh)
   key = jax.random.key(cfg.seed)
   init_key, step_key, eval_key = jax.random.split(key, 3)
-  per_process = cfg.train.batch_size // jax.process_count()
+  per_process = sharding.process_batch_size(cfg.train.batch_size)
   train_iter = iter(latents.make_latent_train_dataset(
       train_dir, crop_frames=cfg.train.crop_frames, batch_size=per_process, seed=cfg.seed,
       silence_threshold_db=cfg.data.silence_threshold_db,
@@ -301,5 +301,5 @@ def export_model(directory: pathlib.Path, cfg: ml_collections.ConfigDict, params
                  step: int) -> None:
   meta = {"kind": "ldm", "config": cfg.to_dict(), "step": int(step),
           "autoencoder_checkpoint": str(cfg.autoencoder_checkpoint)}
-  checkpointing.save_params(directory, jax.device_get(params), meta)
+  checkpointing.save_params(directory, sharding.to_host(params), meta)
   logging.info("exported the EMA diffusion model to %s", directory)

@@ -1,19 +1,18 @@
-"""The autoencoder trainer end to end: SIGKILL after a checkpoint, resume, identical result."""
+"""The autoencoder trainer end to end: SIGKILL after a checkpoint, or SIGTERM (preemption) at any
+step, then resume: the result is bit-identical to an uninterrupted run."""
 import os
 import pathlib
 import signal
-import subprocess
-import sys
-import textwrap
 
-import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
+import fixtures
 from bassgen.data import prepare
+from bassgen.trainers import common
 from test_sources import write_folder_tree
 
 ROOT = pathlib.Path(__file__).parents[1]
+CONFIG = f"--config={ROOT / 'configs' / 'autoencoder.py'}:runlocal"
 
 
 @pytest.fixture(scope="module")
@@ -26,74 +25,69 @@ def prepared(tmp_path_factory):
   return base / "prepared"
 
 
-def _overrides(data_dir, num_steps=6):
+def _overrides(data_dir, num_steps=6, ckpt_every=2, eval_every=4):
   return [f"--config.data.train_dir={data_dir}", f"--config.data.val_dir={data_dir}",
-          f"--config.train.num_steps={num_steps}", "--config.train.ckpt_every=2",
-          "--config.train.eval_every=4", "--config.train.keep_checkpoints=5",
+          f"--config.train.num_steps={num_steps}", f"--config.train.ckpt_every={ckpt_every}",
+          f"--config.train.eval_every={eval_every}", "--config.train.keep_checkpoints=5",
           "--config.train.stats_batches=2"]
 
 
-def _run(args, workdir, kill_after_step=None):
-  """Runs bassgen.main in a fresh process; optionally SIGKILLs itself right after saving a step."""
-  wrapper = textwrap.dedent(f"""
-      import os, signal, sys
-      from bassgen import checkpointing
-      _save = checkpointing.save
-      def save(manager, step, *a, **k):
-        _save(manager, step, *a, **k)
-        if step == {kill_after_step!r}:
-          os.kill(os.getpid(), signal.SIGKILL)
-      checkpointing.save = save
-      from absl import app
-      from bassgen import main
-      sys.argv = ["bassgen.main"] + {args!r}
-      app.run(main.main)
-  """)
-  cmd = [sys.executable, "-c", wrapper]
-  env = dict(os.environ)
-  env.pop("PYTEST_CURRENT_TEST", None)
-  return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-
-
-def _params_at(workdir: pathlib.Path, step: int):
-  state = ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(step) / "state")
-  return state
-
-
 def test_sigkill_then_resume_is_bit_identical(prepared, tmp_path):
-  config = [f"--config={ROOT / 'configs' / 'autoencoder.py'}:runlocal"] + _overrides(prepared)
+  config = [CONFIG] + _overrides(prepared)
   a, b = tmp_path / "uninterrupted", tmp_path / "killed"
 
-  r = _run(config + [f"--workdir={a}"], a)
+  r = fixtures.run_main(config + [f"--workdir={a}"])
   assert r.returncode == 0, r.stderr[-3000:]
 
-  r = _run(config + [f"--workdir={b}"], b, kill_after_step=4)
+  r = fixtures.run_main(config + [f"--workdir={b}"], prelude=fixtures.kill_after_save(4))
   assert r.returncode == -signal.SIGKILL, r.stderr[-3000:]
-  steps = sorted(int(p.name) for p in (b / "checkpoints").iterdir() if p.name.isdigit())
-  assert steps == [2, 4]  # killed right after the step-4 checkpoint: no later state exists
+  assert fixtures.checkpoint_steps(b) == [2, 4]  # killed right after the step-4 checkpoint
 
-  r = _run(config + [f"--workdir={b}"], b)
+  r = fixtures.run_main(config + [f"--workdir={b}"])
   assert r.returncode == 0, r.stderr[-3000:]
   assert "resumed from step 4" in r.stderr
 
-  sa, sb = _params_at(a, 6), _params_at(b, 6)
-  leaves_a = sorted(_flatten(sa).items())
-  leaves_b = sorted(_flatten(sb).items())
-  assert [k for k, _ in leaves_a] == [k for k, _ in leaves_b]
-  for (k, x), (_, y) in zip(leaves_a, leaves_b):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=k)
+  fixtures.assert_same_checkpoint(a, b, 6)
   # The run exported the EMA model with its latent statistics.
   assert (b / "export").is_dir() and (b / "tb").is_dir() and (b / "config.json").is_file()
 
 
-def _flatten(tree, prefix=""):
-  out = {}
-  if isinstance(tree, dict):
-    for k, v in tree.items():
-      out.update(_flatten(v, f"{prefix}/{k}"))
-  elif isinstance(tree, (list, tuple)):
-    for i, v in enumerate(tree):
-      out.update(_flatten(v, f"{prefix}/{i}"))
-  else:
-    out[prefix] = tree
-  return out
+def test_sigterm_checkpoints_exits_0_and_resumes_bit_identical(prepared, tmp_path):
+  """A preemption notice mid-run: a checkpoint at the next step boundary (the only one: periodic
+  checkpoints are off), exit status 0, no export; the same command finishes the run exactly."""
+  num_steps = 10
+  config = [CONFIG] + _overrides(prepared, num_steps=num_steps, ckpt_every=1000, eval_every=1000)
+  a, b = tmp_path / "uninterrupted", tmp_path / "preempted"
+
+  r = fixtures.run_main(config + [f"--workdir={a}"])
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert fixtures.checkpoint_steps(a) == [num_steps]
+
+  rc, err = fixtures.sigterm_when_logged(config + [f"--workdir={b}"], b, step=2)
+  assert rc == 0, err[-3000:]
+  steps = fixtures.checkpoint_steps(b)
+  assert len(steps) == 1 and 2 <= steps[0] < num_steps, (steps, err[-3000:])
+  assert f"stopped at step {steps[0]} after SIGTERM" in err
+  assert not (b / "export").exists()
+
+  r = fixtures.run_main(config + [f"--workdir={b}"])
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert f"resumed from step {steps[0]}" in r.stderr
+  fixtures.assert_same_checkpoint(a, b, num_steps)
+  assert (b / "export").is_dir()
+
+
+def test_preemption_flag_and_handler_restored():
+  """The handler only records the notice; the previous handler is back afterwards."""
+  seen = []
+  previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+  try:
+    with common.Preemption() as preemption:
+      assert not preemption.requested and not preemption.stop_at(1)
+      os.kill(os.getpid(), signal.SIGTERM)
+      assert preemption.requested and preemption.stop_at(2)
+      assert seen == []                    # our handler took it, not the previous one
+    os.kill(os.getpid(), signal.SIGTERM)   # restored: the previous handler gets the next one
+    assert seen == [signal.SIGTERM]
+  finally:
+    signal.signal(signal.SIGTERM, previous)

@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from bassgen import checkpointing, samplers, spectral
+from bassgen import checkpointing, samplers, sharding, spectral
 from bassgen.codec import Codec, find_export
 from bassgen.data import audio
 from bassgen.errors import BassgenError
@@ -52,25 +52,39 @@ class SampleOptions:
 class BassGenerator:
 
   def __init__(self, codec: Codec, cfg: ml_collections.ConfigDict, params: Any, *,
-               structure: tuple[Any, Any] | None = None):
-    """`structure`: the U-Net's (graphdef, non-parameter state) as `abstract_unet(cfg)` gives
-    them (built from `cfg` when not given)."""
+               structure: tuple[Any, Any, Any] | None = None,
+               mesh: jax.sharding.Mesh | None = None):
+    """`structure`: the U-Net's (graphdef, non-parameter state, logical parameter specs) as
+    `abstract_unet(cfg)` gives them (built from `cfg` when not given).
+
+    `mesh`: the devices the sampler runs on (default: one device). Its weights are laid out by
+    the same logical-axis rules as in training (large ones split over `fsdp`), and a batch of
+    variants that divides over the devices is split over them (`sharding.batch_or_replicated`).
+    """
     self.codec = codec
     self.cfg = cfg
     # The U-Net's structure and non-parameter state (dropout streams, unused at inference), from
     # its abstract shapes: no initialiser runs.
     if structure is None:
-      structure = abstract_unet(cfg)[::2]
-    self.graphdef, self.rest = structure
-    self.params = jax.device_put(params)
+      graphdef, _, rest, logical = abstract_unet(cfg)
+      structure = (graphdef, rest, logical)
+    self.graphdef, rest, logical = structure
+    self.mesh = mesh if mesh is not None else sharding.make_mesh((1, 1), devices=jax.devices()[:1])
+    rules = sharding.mesh_config().rules
+    min_size = cfg.get("mesh", {}).get("min_shard_size", sharding.mesh_config().min_shard_size)
+    self.params = jax.device_put(params, sharding.shardings_from_specs(
+        logical, params, self.mesh, rules, min_size))
+    self.rest = jax.device_put(rest, sharding.replicated(self.mesh))
     self.length_multiple = unet.length_multiple(cfg.model)
     self._samplers: dict[tuple[str, int], Any] = {}
     self._wave_fns: dict[tuple[str, int], Any] = {}
 
   @classmethod
-  def load(cls, path: str | pathlib.Path) -> "BassGenerator":
+  def load(cls, path: str | pathlib.Path, *,
+           mesh: jax.sharding.Mesh | None = None) -> "BassGenerator":
     """`path`: a bundle folder holding `autoencoder/` and `ldm/` (like experiments/demo), or a
-    diffusion training workdir/export whose config names its autoencoder."""
+    diffusion training workdir/export whose config names its autoencoder. `mesh`: as for the
+    constructor (e.g. `sharding.make_mesh((-1, 1))` for every device of a TPU host)."""
     path = pathlib.Path(path)
     if not path.exists():
       raise BassgenError(f"{path}: no such checkpoint folder. Give the bundled experiments/demo "
@@ -81,11 +95,11 @@ class BassGenerator:
       raise BassgenError(f"{ldm_dir}: not a diffusion model export (kind={meta.get('kind')!r}). "
                          "Give the bundled experiments/demo folder or a diffusion workdir.")
     cfg = ml_collections.ConfigDict(meta["config"])
-    graphdef, abstract_params, rest = abstract_unet(cfg)
+    graphdef, abstract_params, rest, logical = abstract_unet(cfg)
     params = checkpointing.load_params(ldm_dir, abstract_params)
     ae_dir = path / "autoencoder" if (path / "autoencoder").is_dir() else pathlib.Path(
         meta["autoencoder_checkpoint"])
-    return cls(Codec.load(ae_dir), cfg, params, structure=(graphdef, rest))
+    return cls(Codec.load(ae_dir), cfg, params, structure=(graphdef, rest, logical), mesh=mesh)
 
   @property
   def sample_rate(self) -> int:
@@ -165,7 +179,8 @@ class BassGenerator:
       sample_fn = self._sampler(scfg.sampler, int(scfg.steps))
       z = samplers.generate(sample_fn, self._full_state(), cond, cfg=scfg,
                             length_multiple=self.length_multiple, key=jax.random.key(opts.seed),
-                            style=style, known_BxTxC=known, known_mask_BxT=known_mask)
+                            style=style, known_BxTxC=known, known_mask_BxT=known_mask,
+                            mesh=self.mesh)
       return np.asarray(z), len(mix)
 
   def generate(self, mix_wav: np.ndarray, sample_rate: int, *, style_wav: np.ndarray | None = None,
@@ -219,10 +234,10 @@ class BassGenerator:
     return np.stack([np.pad(b, (0, max(0, n - len(b))))[:n] for b in out]).astype(np.float32)
 
 
-def abstract_unet(cfg: ml_collections.ConfigDict) -> tuple[Any, Any, Any]:
-  """(graphdef, parameter shapes, non-parameter state) of the U-Net of `cfg`, from
-  `nnx.eval_shape`: no initialiser runs. The non-parameter state (dropout streams, unused at
-  inference) is filled with fixed keys and zero counts."""
+def abstract_unet(cfg: ml_collections.ConfigDict) -> tuple[Any, Any, Any, Any]:
+  """(graphdef, parameter shapes, non-parameter state, the parameters' logical axis specs) of the
+  U-Net of `cfg`, from `nnx.eval_shape`: no initialiser runs. The non-parameter state (dropout
+  streams, unused at inference) is filled with fixed keys and zero counts."""
   graphdef, params, rest = checkpointing.abstract_model(
       lambda rngs: unet.UNet1D(cfg.model, rngs=rngs), nnx.Param, ...)
   key = jax.random.key(0)
@@ -232,7 +247,8 @@ def abstract_unet(cfg: ml_collections.ConfigDict) -> tuple[Any, Any, Any]:
       return key
     return np.zeros(leaf.shape, leaf.dtype)
 
-  return graphdef, nnx.to_pure_dict(params), jax.tree.map(concrete, rest)
+  return (graphdef, nnx.to_pure_dict(params), jax.tree.map(concrete, rest),
+          sharding.logical_specs(params))
 
 
 def make_wave_to_wave(gen: BassGenerator, sampler: str, steps: int) -> Any:

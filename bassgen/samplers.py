@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bassgen import sharding
 from bassgen.errors import BassgenError
 
 SAMPLERS = ("euler", "heun", "dpmpp2m")
@@ -318,9 +319,11 @@ def generate(sample_fn: Callable[..., jax.Array], state: Any, cond_BxTxC: jax.Ar
              cfg: Any, length_multiple: int, key: jax.Array | None = None,
              style: tuple[jax.Array, jax.Array] | None = None,
              known_BxTxC: jax.Array | None = None,
-             known_mask_BxT: jax.Array | None = None) -> np.ndarray:
+             known_mask_BxT: jax.Array | None = None,
+             mesh: jax.sharding.Mesh | None = None) -> np.ndarray:
   """Any-length generation: pads the mix to a length bucket, samples, crops back (on the host:
-  the result is a numpy array).
+  the result is a numpy array). With `mesh`, the inputs are laid out on it: split over its
+  devices where the batch divides, else replicated.
 
   `sample_fn` comes from `make_sampler`; `cfg` is the `sample` section (knobs, buckets,
   bucket_multiple, seed: used when `key` is None); `length_multiple` is
@@ -348,6 +351,11 @@ def generate(sample_fn: Callable[..., jax.Array], state: Any, cond_BxTxC: jax.Ar
   style_mean, style_std = (None, None) if style is None else style
   # The mix continues into the padding as its mirror image (in-distribution for the convs).
   cond = pad_time(cond_BxTxC, "reflect" if t > 1 else "edge")
+  inputs = (cond, style_mean, style_std, known, known_mask, frame_mask_BxT)
+  if mesh is not None:
+    inputs = tuple(None if a is None else jax.device_put(a, sharding.batch_or_replicated(mesh, a))
+                   for a in inputs)
+  cond, style_mean, style_std, known, known_mask, frame_mask_BxT = inputs
   z = sample_fn(state, cond, key,
                 sampler_knobs(cfg), style_mean, style_std, known, known_mask, frame_mask_BxT)
   return np.asarray(z)[:, :t]

@@ -1,15 +1,21 @@
 """Device mesh, parameter shardings from logical axis names, and global batches.
 
-One `Mesh` with named axes (`data`, `model`): batches are split over `data`; each parameter carries
-logical axis names (set where the layer is built) that one table in the config maps to mesh axes.
-The same code runs on 8 fake CPU devices, one GPU, or a TPU pod slice with several hosts: each
-process builds its own rows of the global batch, and `global_batch` assembles them.
+One `Mesh` with named axes (`data`, `fsdp`), sized by the config's `mesh.data` and `mesh.fsdp`
+(-1: the devices the other axis leaves). Batches are split over both axes (data parallelism over
+every device). Each parameter carries logical axis names (set where the layer is built) that one
+table in the config (`mesh.rules`) maps to mesh axes: large weights are split over `fsdp` (fully
+sharded data parallelism: each device holds 1/fsdp of the weights, the optimizer state and the
+EMA), and weights under `mesh.min_shard_size` elements stay replicated, where splitting them would
+cost more in communication than it saves in memory. The same code runs on 8 fake CPU devices, one
+GPU, or a TPU pod slice with several hosts: each process builds its own rows of the global batch,
+and `global_batch` assembles them.
 """
 from __future__ import annotations
 
 from typing import Any, Sequence
 
 import jax
+import ml_collections
 import numpy as np
 import optax
 from flax import nnx
@@ -18,7 +24,20 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 from bassgen.errors import BassgenError
 
 DATA = "data"
-MODEL = "model"
+FSDP = "fsdp"
+BATCH_AXES = (DATA, FSDP)   # a batch is split over every device of the mesh
+
+
+def mesh_config(data: int = -1, fsdp: int = 1, min_shard_size: int = 2**14) -> Any:
+  """The `mesh` section every training config starts from (override per variant or on the command
+  line: `--config.mesh.fsdp=4`)."""
+  m = ml_collections.ConfigDict()
+  m.data = data                      # data-parallel axis size; -1 = the devices fsdp leaves
+  m.fsdp = fsdp                      # parameter-sharding axis size; -1 = the devices data leaves
+  m.min_shard_size = min_shard_size  # parameters with fewer elements stay replicated
+  # Logical parameter axes (bassgen/models/layers.py) -> mesh axes: output channels over fsdp.
+  m.rules = (("conv_in", None), ("conv_out", FSDP))
+  return m
 
 
 def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
@@ -63,7 +82,12 @@ def local_rows(x: jax.Array) -> np.ndarray:
   return np.concatenate([np.asarray(shards[k]) for k in sorted(shards)])
 
 
-def make_mesh(mesh_shape: Sequence[int], axis_names: Sequence[str] = (DATA, MODEL),
+def mesh_from_config(mesh_cfg: Any, devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """The (data, fsdp) mesh a config's `mesh` section asks for, over all devices by default."""
+  return make_mesh((int(mesh_cfg.data), int(mesh_cfg.fsdp)), devices=devices)
+
+
+def make_mesh(mesh_shape: Sequence[int], axis_names: Sequence[str] = (DATA, FSDP),
               devices: Sequence[jax.Device] | None = None) -> Mesh:
   """A mesh over `devices` (all by default). One `-1` entry takes the remaining devices."""
   devices = list(jax.devices() if devices is None else devices)
@@ -74,7 +98,10 @@ def make_mesh(mesh_shape: Sequence[int], axis_names: Sequence[str] = (DATA, MODE
   if -1 in shape:
     shape[shape.index(-1)] = len(devices) // known
   if int(np.prod(shape)) != len(devices):
-    raise ValueError(f"mesh shape {tuple(shape)} does not use the {len(devices)} devices")
+    raise BassgenError(
+        f"mesh {dict(zip(axis_names, mesh_shape))} does not fit the {len(devices)} devices: make "
+        f"the sizes multiply to {len(devices)} (or set one of them to -1, e.g. "
+        "--config.mesh.data=-1).")
   dev = np.asarray(devices).reshape(shape)
   return Mesh(dev, tuple(axis_names), axis_types=(AxisType.Auto,) * len(shape))
 
@@ -93,14 +120,33 @@ def _fit(spec: P, shape: Sequence[int], mesh: Mesh) -> P:
   return P(*out)
 
 
-def param_shardings(abstract_model: nnx.Module, params_abstract: Any, mesh: Mesh,
-                    rules: Sequence[tuple[str, str | None]]) -> Any:
-  """NamedShardings for a pure-dict parameter tree, from the layers' logical axis names."""
-  specs = nnx.to_pure_dict(nnx.get_partition_spec(nnx.state(abstract_model, nnx.Param)))
-  is_spec = lambda x: isinstance(x, P)
+def param_spec(logical: P, shape: Sequence[int], mesh: Mesh,
+               rules: Sequence[tuple[str, str | None]], min_shard_size: int = 0) -> P:
+  """A parameter's mesh PartitionSpec: its logical axes mapped by `rules`, each mesh axis kept only
+  where it divides the dimension; replicated if it has fewer than `min_shard_size` elements."""
+  if int(np.prod(shape)) < min_shard_size:
+    return P()
+  return _fit(logical_to_mesh_spec(logical, rules), shape, mesh)
+
+
+def logical_specs(param_state: nnx.State) -> Any:
+  """The logical axis names (a PartitionSpec per leaf, as a pure dict) of an NNX parameter state."""
+  return nnx.to_pure_dict(nnx.get_partition_spec(param_state))
+
+
+def shardings_from_specs(logical: Any, params: Any, mesh: Mesh,
+                         rules: Sequence[tuple[str, str | None]], min_shard_size: int = 0) -> Any:
+  """NamedShardings for a pure-dict parameter tree (arrays or shapes), from its logical specs."""
   return jax.tree.map(
-      lambda spec, p: NamedSharding(mesh, _fit(logical_to_mesh_spec(spec, rules), p.shape, mesh)),
-      specs, params_abstract, is_leaf=is_spec)
+      lambda spec, p: NamedSharding(mesh, param_spec(spec, p.shape, mesh, rules, min_shard_size)),
+      logical, params, is_leaf=lambda x: isinstance(x, P))
+
+
+def param_shardings(abstract_model: nnx.Module, params_abstract: Any, mesh: Mesh,
+                    rules: Sequence[tuple[str, str | None]], min_shard_size: int = 0) -> Any:
+  """NamedShardings for a pure-dict parameter tree, from the layers' logical axis names."""
+  return shardings_from_specs(logical_specs(nnx.state(abstract_model, nnx.Param)),
+                              params_abstract, mesh, rules, min_shard_size)
 
 
 def optimizer_shardings(tx: optax.GradientTransformation, opt_state_abstract: Any,
@@ -118,11 +164,30 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
-  return NamedSharding(mesh, P(DATA, *([None] * (ndim - 1))))
+  """Leading (batch) axis split over every device: data x fsdp."""
+  return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
+
+
+def check_batch(global_batch_size: int, mesh: Mesh, what: str = "train.batch_size") -> None:
+  """A clear error where a global batch cannot be split evenly over the mesh's devices."""
+  n = int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
+  if global_batch_size % n:
+    raise BassgenError(f"{what}={global_batch_size} cannot be split over the {n} devices of mesh "
+                       f"{dict(mesh.shape)}: make it a multiple of {n}.")
+
+
+def batch_or_replicated(mesh: Mesh, x: Any) -> NamedSharding:
+  """Batch-split over the mesh where the leading axis divides over its devices, else replicated
+  (a sampling batch of one song, say)."""
+  n = int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
+  x = np.asarray(x) if not hasattr(x, "shape") else x
+  if x.ndim and x.shape[0] % n == 0:
+    return batch_sharding(mesh, x.ndim)
+  return replicated(mesh)
 
 
 def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-  """Assembles each process's slice of the batch into one global array sharded over `data`."""
+  """Assembles each process's slice of the batch into one global array split over the mesh."""
   return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, v.ndim), v)
           for k, v in local_batch.items()}
 

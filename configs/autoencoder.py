@@ -10,6 +10,8 @@ line: `--config.optim.lr=3e-4`.
 """
 import ml_collections
 
+from bassgen import sharding
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = arg or "demo"
@@ -81,10 +83,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.audio_every = 1000          # audio and spectrogram summaries of reconstructions
   t.stats_batches = 16          # batches used for the latent mean/std after training
 
-  c.mesh = ml_collections.ConfigDict()
-  c.mesh.shape = (-1, 1)        # (data, model)
-  # Logical parameter axes -> mesh axes. Output channels may be split over `model` (FSDP-style).
-  c.mesh.rules = (("conv_in", None), ("conv_out", "model"))
+  # Devices: mesh.data x mesh.fsdp (-1 = the rest); weights of >= mesh.min_shard_size elements
+  # split their output channels over fsdp, smaller ones stay replicated (bassgen/sharding.py).
+  c.mesh = sharding.mesh_config()
   c.chunk = ml_collections.ConfigDict()
   c.chunk.latent_frames = 256   # long audio is coded in chunks of this many latent frames...
   c.chunk.margin = 16           # ...with this much context on each side (>= receptive field)
@@ -106,10 +107,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     t.audio_every = 10000
     o.lr = 3e-4
     o.warmup_steps = 2000
-    c.mesh.shape = (-1, 1)
     c.chunk.margin = 16
   elif variant == "runlocal":
     c.sample_rate = 8000
+    c.mesh.min_shard_size = 1024   # tiny weights: shard most of them, so tests exercise fsdp
     m.n_fft, m.hop, m.num_down = 256, 64, 2
     m.widths = (16, 24, 32)
     m.dilations = (1,)

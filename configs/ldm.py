@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from bassgen import sharding
+
 VARIANTS = ("paper", "demo", "runlocal")
 
 
@@ -157,8 +159,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   o.weight_decay = 0.0
   o.clip_norm = 1.0
   o.ema_decay = {"paper": 0.9999, "demo": 0.999, "runlocal": 0.9}[variant]
-  config.mesh = ml_collections.ConfigDict()
-  config.mesh.shape = (-1, 1)  # (data, model)
-  # Logical parameter axes (bassgen/models/layers.py) -> mesh axes.
-  config.mesh.rules = (("conv_in", None), ("conv_out", "model"))
+  # Devices: mesh.data x mesh.fsdp (-1 = the rest); weights of >= mesh.min_shard_size elements
+  # split their output channels over fsdp, smaller ones stay replicated (bassgen/sharding.py).
+  config.mesh = sharding.mesh_config(
+      min_shard_size={"paper": 2**14, "demo": 2**14, "runlocal": 1024}[variant])
   return config

@@ -105,7 +105,8 @@ def assert_states_close(got: dict, want: dict, tol: float, what: str,
 def expected_param_specs(trainer, cfg, mesh):
   """Each parameter's mesh PartitionSpec as the config's logical-axis rules say, worked out here
   from the layers' logical names: a named axis goes to the mesh axis its rule names, unless the
-  mesh axis does not divide that dimension (then the dimension is replicated)."""
+  mesh axis does not divide that dimension (then the dimension is replicated); a parameter of
+  fewer than `mesh.min_shard_size` elements is replicated whole."""
   from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
 
   model = nnx.eval_shape(lambda: trainer.build_model(cfg, jax.random.key(0)))
@@ -115,6 +116,8 @@ def expected_param_specs(trainer, cfg, mesh):
   rules = dict(cfg.mesh.rules)
 
   def spec(logical, shape):
+    if int(np.prod(shape)) < cfg.mesh.min_shard_size:
+      return P()
     out = []
     for dim, name in zip(shape, tuple(logical) + (None,) * (len(shape) - len(logical))):
       axis = rules.get(name) if name is not None else None

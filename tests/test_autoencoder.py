@@ -29,13 +29,16 @@ def _batch(cfg, n=4, seed=0):
   return {"mix": mix, "target": target}
 
 
-MESHES = ((8, 1), (4, 2), (2, 4))  # (data, model) on the 8 fake CPU devices
+# (data, fsdp) on the 8 fake CPU devices; 4 x 2 (both axes > 1) in the default run, the others
+# with `make test-slow`.
+MESHES = (pytest.param((8, 1), marks=pytest.mark.slow), (4, 2),
+          pytest.param((2, 4), marks=pytest.mark.slow))
 
 
-def test_sharded_step_equals_single_device():
-  """Four steps, the last three at a non-zero learning rate (warm-up starts at 0): on every mesh
-  the losses, parameters, EMA and Adam state equal one device's, and the arrays are laid out as
-  the config's rules say."""
+@pytest.fixture(scope="module")
+def one_device_run():
+  """Four steps on one device, the last three at a non-zero learning rate (warm-up starts at 0):
+  the reference every mesh must equal."""
   cfg = _cfg()
   batches = [_batch(cfg, n=8, seed=i) for i in range(4)]
   one = sharding.make_mesh((1, 1), devices=jax.devices()[:1])
@@ -46,21 +49,34 @@ def test_sharded_step_equals_single_device():
   moved = [float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(want["params"]),
                                                       jax.tree.leaves(init))]
   assert min(moved) > 5e-4, min(moved)
-  for shape in MESHES:
-    mesh = sharding.make_mesh(shape)
-    _, got, m, _, live = fixtures.train_steps(trainer, cfg, mesh, batches)
-    np.testing.assert_allclose([x["train/loss"] for x in m], [x["train/loss"] for x in m1],
-                               rtol=1e-5, err_msg=f"mesh {shape}")
-    fixtures.assert_states_close(got, want, 1e-5, f"mesh {shape}:")
-    split = fixtures.assert_shardings_follow_rules(trainer, cfg, mesh, live)
-    assert split == 0 if shape[1] == 1 else split >= 10, (shape, split)
-    kernel = live["params"]["encoder"]["conv_in"]["kernel"]
-    assert kernel.sharding.spec == P(None, None, "model")
-    assert kernel.addressable_shards[0].data.shape[-1] == kernel.shape[-1] // shape[1]
-    # The decoder's last layer has 2 x 129 outputs (n_fft 256): split two ways, but not four.
-    out = live["params"]["decoder"]["conv_out"]["kernel"]
-    assert out.shape[-1] == 258
-    assert out.addressable_shards[0].data.shape[-1] == (129 if shape[1] == 2 else 258)
+  return cfg, batches, want, m1
+
+
+@pytest.mark.parametrize("shape", MESHES)
+def test_sharded_step_equals_single_device(one_device_run, shape):
+  """After four steps the losses, parameters, EMA and Adam state on the mesh equal one device's,
+  and the arrays are laid out as the config's rules say."""
+  cfg, batches, want, m1 = one_device_run
+  mesh = sharding.make_mesh(shape)
+  _, got, m, _, live = fixtures.train_steps(trainer, cfg, mesh, batches)
+  np.testing.assert_allclose([x["train/loss"] for x in m], [x["train/loss"] for x in m1],
+                             rtol=1e-5, err_msg=f"mesh {shape}")
+  fixtures.assert_states_close(got, want, 1e-5, f"mesh {shape}:")
+  split = fixtures.assert_shardings_follow_rules(trainer, cfg, mesh, live)
+  assert split == 0 if shape[1] == 1 else split >= 10, (shape, split)
+  kernel = live["params"]["encoder"]["conv_in"]["kernel"]
+  assert kernel.sharding.spec == P(None, None, "fsdp")
+  assert kernel.addressable_shards[0].data.shape[-1] == kernel.shape[-1] // shape[1]
+  # The decoder's last layer has 2 x 129 outputs (n_fft 256): split two ways, but not four.
+  out = live["params"]["decoder"]["conv_out"]["kernel"]
+  assert out.shape[-1] == 258
+  assert out.addressable_shards[0].data.shape[-1] == (129 if shape[1] == 2 else 258)
+  # Small weights stay whole on every device (mesh.min_shard_size), though their rule names fsdp.
+  bias = live["params"]["encoder"]["conv_in"]["bias"]
+  assert bias.size < cfg.mesh.min_shard_size and bias.sharding.is_fully_replicated
+  # The batch is split over every device, data x fsdp: one row each.
+  b = sharding.global_batch(batches[0], mesh)["mix"]
+  assert {s.data.shape[0] for s in b.addressable_shards} == {1}
 
 
 def test_train_step_compiles_once():
@@ -71,7 +87,7 @@ def test_train_step_compiles_once():
   step = trainer.make_train_step(cfg, s)
   losses = []
   for i in range(5):
-    state, m = step(state, sharding.global_batch(_batch(cfg, seed=i), mesh), jax.random.key(1))
+    state, m = step(state, sharding.global_batch(_batch(cfg, n=8, seed=i), mesh), jax.random.key(1))
     losses.append(float(m["train/loss"]))
   assert step._cache_size() == 1  # one compilation for five steps
   assert np.all(np.isfinite(losses))

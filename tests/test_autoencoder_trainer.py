@@ -52,6 +52,7 @@ def test_sigkill_then_resume_is_bit_identical(prepared, tmp_path):
   assert (b / "export").is_dir() and (b / "tb").is_dir() and (b / "config.json").is_file()
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_exits_0_and_resumes_bit_identical(prepared, tmp_path):
   """A preemption notice mid-run: a checkpoint at the next step boundary (the only one: periodic
   checkpoints are off), exit status 0, no export; the same command finishes the run exactly."""

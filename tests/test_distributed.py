@@ -45,6 +45,13 @@ _WRAPPER = textwrap.dedent("""
       _log.flush()
       return _global_batch(local, mesh)
     sharding.global_batch = global_batch
+    from bassgen.data import latents
+    _track_labels = latents.track_labels
+    def track_labels(track, *args, **kwargs):   # called once per track this process encodes
+      _log.write(json.dumps({"encoded": track["file"]}) + "\n")
+      _log.flush()
+      return _track_labels(track, *args, **kwargs)
+    latents.track_labels = track_labels
     from absl import app
     from bassgen import main
     sys.argv = ["bassgen.main"] + json.loads(os.environ["MAIN_ARGS"])
@@ -99,7 +106,14 @@ def _train_runs(tmp: pathlib.Path, config_args: list[str]) -> dict[str, pathlib.
 
 
 def _rows(path: pathlib.Path) -> list[list[int]]:
-  return [json.loads(line) for line in path.read_text().splitlines()]
+  lines = [json.loads(line) for line in path.read_text().splitlines()]
+  return [x for x in lines if isinstance(x, list)]
+
+
+def _encoded(path: pathlib.Path) -> list[str]:
+  """The tracks this process encoded into the latent cache (diffusion runs)."""
+  lines = [json.loads(line) for line in path.read_text().splitlines()]
+  return [x["encoded"] for x in lines if isinstance(x, dict)]
 
 
 def _metrics(workdir: pathlib.Path) -> dict[int, dict[str, float]]:
@@ -112,7 +126,7 @@ def _metrics(workdir: pathlib.Path) -> dict[int, dict[str, float]]:
 
 
 def _restore(trainer, cfg, workdir: pathlib.Path, step: int) -> dict:
-  s = trainer.setup(cfg, sharding.make_mesh(cfg.mesh.shape))   # all 8 devices of this process
+  s = trainer.setup(cfg, sharding.mesh_from_config(cfg.mesh))   # all 8 devices of this process
   manager = checkpointing.make_manager(workdir / "checkpoints", read_only=True)
   state, _ = checkpointing.restore(manager, s.abstract_state, step=step)
   return jax.device_get(state)
@@ -187,3 +201,8 @@ def test_two_processes_train_the_diffusion_model_like_one(prepared, tmp_path):
   runs = _train_runs(tmp_path, [f"--config={config}", *_common(prepared / "prepared"),
                                 f"--config.autoencoder_checkpoint={ae}"])
   _check(tmp_path, runs, ldm_trainer, load_config(config))
+  # The latent cache was built in parallel: each process encoded its own half of the tracks
+  # (train and validation caches), together every track once, as the single process did alone.
+  p0, p1, one = (_encoded(tmp_path / f"{n}.jsonl") for n in ("p0", "p1", "one"))
+  assert p0 and p1 and not set(p0) & set(p1) and len(p0) + len(p1) == len(one)
+  assert sorted(p0 + p1) == sorted(one)

@@ -40,17 +40,20 @@ def _batch(cfg, n=8, seed=0):
   return batch
 
 
-MESHES = ((8, 1), (4, 2), (2, 4))  # (data, model) on the 8 fake CPU devices
+# (data, fsdp) on the 8 fake CPU devices; 4 x 2 (both axes > 1) in the default run, the others
+# with `make test-slow`.
+MESHES = (pytest.param((8, 1), marks=pytest.mark.slow), (4, 2),
+          pytest.param((2, 4), marks=pytest.mark.slow))
 # Biases added to every logit of a softmax alike (the attention's position-bias output, the
 # key-equivariant harmony head's output): the loss does not depend on them, so their gradient is
 # rounding noise, which Adam scales up to learning-rate-sized steps that differ from mesh to mesh.
 SOFTMAX_INVARIANT = ("['dpb']['out']['bias']", "['harmony']['out']['bias']")
 
 
-def test_sharded_step_equals_single_device_and_compiles_once():
-  """Four steps, the last three at a non-zero learning rate (warm-up starts at 0): on every mesh
-  the losses, parameters, EMA and Adam state equal one device's; the arrays are laid out as the
-  config's rules say; the step compiles once for four batches."""
+@pytest.fixture(scope="module")
+def one_device_run():
+  """Four steps on one device, the last three at a non-zero learning rate (warm-up starts at 0):
+  the reference every mesh must equal."""
   # A long schedule keeps the learning rate near its peak for these steps. The U-Net's residual
   # branches and output start at zero, so the gradient reaches one more layer per step: the
   # branches' first layers move only at the third step with a non-zero learning rate.
@@ -67,15 +70,23 @@ def test_sharded_step_equals_single_device_and_compiles_once():
     if np.max(np.abs(a - b)) <= 1e-4:
       still[jax.tree_util.keystr(k)] = b.size
   assert sum(still.values()) <= 0.02 * size, (sum(still.values()) / size, still)
-  for shape in MESHES:
-    mesh = sharding.make_mesh(shape)
-    _, got, m, step, live = fixtures.train_steps(trainer, cfg, mesh, batches)
-    np.testing.assert_allclose([x["train/loss"] for x in m], [x["train/loss"] for x in m1],
-                               rtol=1e-5, err_msg=f"mesh {shape}")
-    fixtures.assert_states_close(got, want, 1e-5, f"mesh {shape}:", ignore=SOFTMAX_INVARIANT)
-    split = fixtures.assert_shardings_follow_rules(trainer, cfg, mesh, live)
-    assert split == 0 if shape[1] == 1 else split >= 10, (shape, split)
-    assert step._cache_size() == 1  # one compilation for four batches
+  return cfg, batches, want, m1
+
+
+@pytest.mark.parametrize("shape", MESHES)
+def test_sharded_step_equals_single_device_and_compiles_once(one_device_run, shape):
+  """On every mesh the losses, parameters, EMA and Adam state after four steps equal one
+  device's; the arrays are laid out as the config's rules say; the step compiles once for four
+  batches."""
+  cfg, batches, want, m1 = one_device_run
+  mesh = sharding.make_mesh(shape)
+  _, got, m, step, live = fixtures.train_steps(trainer, cfg, mesh, batches)
+  np.testing.assert_allclose([x["train/loss"] for x in m], [x["train/loss"] for x in m1],
+                             rtol=1e-5, err_msg=f"mesh {shape}")
+  fixtures.assert_states_close(got, want, 1e-5, f"mesh {shape}:", ignore=SOFTMAX_INVARIANT)
+  split = fixtures.assert_shardings_follow_rules(trainer, cfg, mesh, live)
+  assert split == 0 if shape[1] == 1 else split >= 10, (shape, split)
+  assert step._cache_size() == 1  # one compilation for four batches
 
 
 @pytest.fixture(scope="module")

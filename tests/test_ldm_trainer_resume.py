@@ -10,6 +10,9 @@ import pytest
 import fixtures
 from bassgen.data import latents
 
+# Several trainer processes each (minutes on 2 cores): run with `make test-slow`.
+pytestmark = pytest.mark.slow
+
 ROOT = pathlib.Path(__file__).parents[1]
 CONFIG = f"--config={ROOT / 'configs' / 'ldm.py'}:runlocal"
 NUM_STEPS = 8

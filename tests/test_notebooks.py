@@ -74,6 +74,7 @@ def trained(tmp_path_factory):
   return tmp, nb
 
 
+@pytest.mark.slow
 def test_train_notebook_prepares_trains_both_models_and_plays_a_sample(trained):
   tmp, nb = trained
   work = tmp / "work"
@@ -96,6 +97,7 @@ def test_train_notebook_prepares_trains_both_models_and_plays_a_sample(trained):
   assert len(_outputs(nb, "image/png")) == 1   # the spectrogram with the bass's pitch
 
 
+@pytest.mark.slow
 def test_sample_notebook_plays_and_offers_bass_and_midi(trained, tmp_path, monkeypatch):
   tmp, _ = trained
   mix = write_wav(tmp_path / "my song.wav", tone(3, seconds=2.5, sr=22050), sr=22050)

@@ -335,3 +335,42 @@ def test_bundle_packs_float16_weights_and_stores_sampler_defaults(bundle, tmp_pa
   assert cli.main(["bundle", "--ldm", str(bundle / "ldm"), "--out", str(out), "--sample",
                    "guidance=3"]) == 1
   assert "not a sampler setting" in capsys.readouterr().err
+
+
+def test_sampler_on_a_mesh_splits_variants_and_weights_like_training(bundle, tmp_path, monkeypatch):
+  """`BassGenerator.load(bundle, mesh=...)`: on a 2 x 4 (data x fsdp) mesh the weights are laid
+  out by the training rules (large ones split over fsdp, small ones whole), 8 variants are split
+  one per device, and the latents equal one device's."""
+  import jax
+  from jax.sharding import PartitionSpec as P
+  from bassgen import generation, sharding
+  mix = np.asarray(sf.read(_mix(tmp_path / "m.wav", seconds=2.0))[0], np.float32)
+  opts = generation.SampleOptions(num_samples=8, steps=3, seed=5)
+  one = generation.BassGenerator.load(bundle)
+  mesh = sharding.make_mesh((2, 4))
+  many = generation.BassGenerator.load(bundle, mesh=mesh)
+  seen = []
+  real_sampler = many._sampler
+
+  def spy_sampler(*args):
+    fn = real_sampler(*args)
+
+    def spied(state, cond, *rest):
+      seen.append(cond.sharding)
+      return fn(state, cond, *rest)
+    return spied
+
+  monkeypatch.setattr(many, "_sampler", spy_sampler)
+  z_one = one.sample_latents(mix, SR, options=opts)
+  z_many = many.sample_latents(mix, SR, options=opts)
+  np.testing.assert_allclose(z_many, z_one, rtol=1e-4, atol=1e-4)
+  assert np.std(z_one[0] - z_one[1]) > 0.1   # the variants differ: a real batch, split over 8
+  assert seen and seen[0].spec == P(sharding.BATCH_AXES, None, None)
+  assert seen[0].mesh.shape == mesh.shape
+  leaves = jax.tree.leaves(many.params)
+  split = [x for x in leaves if not x.sharding.is_fully_replicated]
+  whole = [x for x in leaves if x.sharding.is_fully_replicated]
+  assert len(split) >= 10 and all("fsdp" in x.sharding.spec for x in split)
+  assert all(x.size >= many.cfg.mesh.min_shard_size for x in split)
+  assert any(x.size < many.cfg.mesh.min_shard_size for x in whole)
+  assert all(x.sharding.is_fully_replicated for x in jax.tree.leaves(one.params))

@@ -81,12 +81,17 @@ def frame_levels_db(wav_S: np.ndarray, samples_per_frame: int, num_frames: int) 
 def cache_latents(codec, prepared_dir: str | pathlib.Path, out_dir: str | pathlib.Path, *,
                   mixes_per_track: int = 4, seed: int = 0,
                   gain_db_range: Sequence[float] = (-9.0, 3.0), log=print,
-                  should_stop: Callable[[], bool] | None = None) -> dict[str, Any] | None:
+                  should_stop: Callable[[], bool] | None = None,
+                  shard: tuple[int, int] = (0, 1)) -> dict[str, Any] | None:
   """Encodes every track of `prepared_dir` into `out_dir`. Returns the latents index.
 
   `should_stop()` is asked before each track still to encode (a preemption notice): when it says
   yes, the build stops at that track boundary and returns None without writing the index; calling
   again encodes only the tracks that are missing.
+
+  `shard=(i, n)`: encode only tracks i, i + n, i + 2n... (process i of n builds its share of one
+  cache in parallel with the others); the index is written by `finish_cache` once every track is
+  there, here only when n == 1. With n > 1 it returns None.
   """
   from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
 
@@ -97,12 +102,12 @@ def cache_latents(codec, prepared_dir: str | pathlib.Path, out_dir: str | pathli
                        f"works at {codec.sample_rate} Hz. Prepare the data with --sample-rate "
                        f"{codec.sample_rate}.")
   (out_dir / "tracks").mkdir(parents=True, exist_ok=True)
-  entries = []
+  shard_index, shard_count = shard
   for i, track in enumerate(index["tracks"]):
     name = pathlib.Path(track["file"]).stem
     path = out_dir / "tracks" / f"{name}.array_record"
     num_frames = codec.num_latent_frames(int(track["num_samples"]))
-    if not path.is_file():
+    if i % shard_count == shard_index and not path.is_file():
       if should_stop is not None and should_stop():
         log(f"stopped before track {i + 1}/{len(index['tracks'])} ({name}); the next run "
             "continues from there")
@@ -127,7 +132,21 @@ def cache_latents(codec, prepared_dir: str | pathlib.Path, out_dir: str | pathli
       os.replace(tmp, path)
       log(f"[{i + 1}/{len(index['tracks'])}] {name}: {num_frames} latent frames x "
           f"{mixes_per_track} mixes")
-    entries.append({"name": name, "file": f"tracks/{path.name}", "num_frames": num_frames,
+  return finish_cache(codec, prepared_dir, out_dir, mixes_per_track) if shard_count == 1 else None
+
+
+def finish_cache(codec, prepared_dir: str | pathlib.Path, out_dir: str | pathlib.Path,
+                 mixes_per_track: int) -> dict[str, Any] | None:
+  """Writes the latents index of `out_dir` once every track of `prepared_dir` is encoded there
+  (returns it); None while some are missing."""
+  prepared_dir, out_dir = pathlib.Path(prepared_dir), pathlib.Path(out_dir)
+  entries = []
+  for track in pipeline.read_index(prepared_dir)["tracks"]:
+    name = pathlib.Path(track["file"]).stem
+    if not (out_dir / "tracks" / f"{name}.array_record").is_file():
+      return None
+    entries.append({"name": name, "file": f"tracks/{name}.array_record",
+                    "num_frames": codec.num_latent_frames(int(track["num_samples"])),
                     "num_records": mixes_per_track})
   out = {"format": "bassgen-latents", "source": str(prepared_dir), "sample_rate": codec.sample_rate,
          "latent_channels": codec.latent_channels, "frames_per_second":

@@ -53,7 +53,8 @@ def setup(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Setup:
   abstract_model = nnx.eval_shape(lambda: build_model(cfg, jax.random.key(0)))
   graphdef, abstract_params = nnx.split(abstract_model)
   abstract_params = nnx.to_pure_dict(abstract_params)
-  params_sharding = sharding.param_shardings(abstract_model, abstract_params, mesh, cfg.mesh.rules)
+  params_sharding = sharding.param_shardings(abstract_model, abstract_params, mesh, cfg.mesh.rules,
+                                             cfg.mesh.min_shard_size)
   abstract_opt = jax.eval_shape(tx.init, abstract_params)
   state_sharding = {
       "step": sharding.replicated(mesh),
@@ -219,8 +220,9 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Pa
 def _train(cfg: ml_collections.ConfigDict, workdir: pathlib.Path,
            preemption: common.Preemption) -> dict:
   common.write_config(cfg, workdir)
-  mesh = sharding.make_mesh(cfg.mesh.shape)
+  mesh = sharding.mesh_from_config(cfg.mesh)
   logging.info("autoencoder: %s", sharding.describe(mesh))
+  sharding.check_batch(cfg.train.batch_size, mesh)
   s = setup(cfg, mesh)
   key = jax.random.key(cfg.seed)
   init_key, step_key = jax.random.split(key)

@@ -14,6 +14,7 @@ import time
 from typing import Any, Callable
 
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -53,7 +54,8 @@ def setup(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Setup:
   graphdef, abstract_params, _ = nnx.split(abstract_model, nnx.Param, ...)
   rest = nnx.split(build_model(cfg, jax.random.key(cfg.seed)), nnx.Param, ...)[2]
   abstract_params = nnx.to_pure_dict(abstract_params)
-  params_sharding = sharding.param_shardings(abstract_model, abstract_params, mesh, cfg.mesh.rules)
+  params_sharding = sharding.param_shardings(abstract_model, abstract_params, mesh, cfg.mesh.rules,
+                                             cfg.mesh.min_shard_size)
   abstract_opt = jax.eval_shape(tx.init, abstract_params)
   state_sharding = {
       "step": sharding.replicated(mesh), "params": params_sharding, "ema": params_sharding,
@@ -163,21 +165,24 @@ def ensure_latent_cache(cfg: ml_collections.ConfigDict, workdir: pathlib.Path,
     raise BassgenError(f"{cfg.autoencoder_checkpoint}: the autoencoder makes "
                        f"{codec.latent_channels}-channel latents but model.latent_channels is "
                        f"{cfg.model.latent_channels}. Fix configs/ldm.py.")
-  if jax.process_index() == 0:
-    for split, d in out.items():
-      if not (d / latents.INDEX_NAME).is_file():
-        logging.info("caching %s latents of %s in %s", split, sources[split], d)
-        index = latents.cache_latents(
-            codec, sources[split], d, mixes_per_track=cfg.data.mixes_per_track,
-            seed=cfg.seed + (split == "val"), gain_db_range=tuple(cfg.data.gain_db_range),
-            log=lambda m: logging.info("%s", m), should_stop=should_stop)
-        if index is None:   # stopped (preemption): the rest is built by the next launch
-          break
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    multihost_utils.sync_global_devices("latent cache")
-  if not all((d / latents.INDEX_NAME).is_file() for d in out.values()):
-    return None
+  # Every process encodes its share of the tracks (track i goes to process i % count); once all
+  # have, process 0 writes the index. Stopped (preemption), the next launch builds the rest.
+  pid, count = jax.process_index(), jax.process_count()
+  for split, d in out.items():
+    if (d / latents.INDEX_NAME).is_file():
+      continue
+    logging.info("caching %s latents of %s in %s", split, sources[split], d)
+    latents.cache_latents(
+        codec, sources[split], d, mixes_per_track=cfg.data.mixes_per_track,
+        seed=cfg.seed + (split == "val"), gain_db_range=tuple(cfg.data.gain_db_range),
+        log=lambda m: logging.info("%s", m), should_stop=should_stop, shard=(pid, count))
+    if count > 1:
+      multihost_utils.sync_global_devices(f"latent cache {split}: tracks")
+      if pid == 0:
+        latents.finish_cache(codec, sources[split], d, cfg.data.mixes_per_track)
+      multihost_utils.sync_global_devices(f"latent cache {split}: index")
+    if not (d / latents.INDEX_NAME).is_file():
+      return None
   return out["train"], out["val"]
 
 
@@ -197,13 +202,14 @@ def _train(cfg: ml_collections.ConfigDict, workdir: pathlib.Path,
   from bassgen.data import latents  # pylint: disable=g-import-not-at-top
 
   common.write_config(cfg, workdir)
-  mesh = sharding.make_mesh(cfg.mesh.shape)
+  mesh = sharding.mesh_from_config(cfg.mesh)
   logging.info("latent diffusion: %s", sharding.describe(mesh))
   cache = ensure_latent_cache(cfg, workdir, should_stop=lambda: preemption.requested)
   if cache is None:
     preemption.log_stop("latent cache")
     return {}
   train_dir, val_dir = cache
+  sharding.check_batch(cfg.train.batch_size, mesh)
   s = setup(cfg, mesh)
   key = jax.random.key(cfg.seed)
   init_key, step_key, eval_key = jax.random.split(key, 3)

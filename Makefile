@@ -26,8 +26,10 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
+# The default suite in TEST_WORKERS processes (pytest-xdist); each holds its own 8 fake devices.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS)
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -q -m slow

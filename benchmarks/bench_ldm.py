@@ -5,7 +5,8 @@
 Random weights (speed does not depend on training). Sampling runs the jitted sampler on the mix
 latent padded to its length bucket, conditional and null-condition passes as one batch; the
 autoencoder's encode and decode (the paper autoencoder at its own rate) are timed with it. The
-first call (compilation) is reported separately; peak memory is the process's maximum RSS.
+first call (compilation) is reported separately; peak memory is the process's maximum RSS, read
+once after sampling (the sampling row) and again after the train steps.
 """
 from __future__ import annotations
 
@@ -68,6 +69,9 @@ def main() -> None:
   run()
   wall = time.perf_counter() - t
   frames = codec.num_latent_frames(len(mix))
+  # Peak RSS of everything so far (models, compile, two sampling runs), before the train step,
+  # whose activations (a whole training batch on one device) dwarf sampling's.
+  sample_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
   mesh = sharding.make_mesh((-1, 1))
   s = trainer.setup(cfg, mesh)
@@ -97,7 +101,9 @@ def main() -> None:
       "sampler": args.sampler, "steps": args.steps, "guidance": True,
       "wall_s": round(wall, 2), "x_real_time": round(args.seconds / wall, 3),
       "first_call_s": round(first, 2),
-      "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+      "sampling_peak_rss_gib": round(sample_peak, 2),
+      "peak_rss_gib_with_train_step": round(
+          resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
       "train_step_s": round(step_s, 3),
       "train_batch": f"{cfg.train.batch_size} x {cfg.train.crop_frames} latent frames",
   }))

@@ -75,6 +75,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_long_mix.py --minutes 1
 	$(BIN)/python benchmarks/bench_long_mix.py --minutes 10
 	$(BIN)/python benchmarks/bench_long_mix.py --minutes 1 --wave-to-wave
+	$(BIN)/python benchmarks/bench_compiles.py
+	$(BIN)/python benchmarks/memory_table.py --devices 8 --meshes 8x1,2x4,1x8
 
 clean-venv:
 	rm -rf $(VENV)

@@ -244,14 +244,14 @@ def midi_bytes(notes: Iterable[Note], *, program: int = 33) -> bytes:
   track += bytes([0x00, 0xC0, int(program)])                                # program change
   last = 0
   for tick, _, data in events:
-    track += _varlen(tick - last) + data
+    track += varlen(tick - last) + data
     last = tick
   track += b"\x00\xff\x2f\x00"                                           # end of track
   header = b"MThd" + struct.pack(">IHHH", 6, 0, 1, _TICKS_PER_BEAT)
   return header + b"MTrk" + struct.pack(">I", len(track)) + bytes(track)
 
 
-def _varlen(value: int) -> bytes:
+def varlen(value: int) -> bytes:
   """MIDI's variable-length quantity: 7 bits per byte, high bit set on all but the last."""
   out = [value & 0x7F]
   value >>= 7

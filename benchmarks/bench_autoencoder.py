@@ -11,7 +11,9 @@ import argparse
 import json
 import time
 
+import flops  # benchmarks/flops.py (this folder is on sys.path when run as a script)
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -38,9 +40,25 @@ def main() -> None:
   sr = cfg.sample_rate
   wav = (0.1 * np.random.default_rng(0).standard_normal(int(args.seconds * sr))).astype(np.float32)
 
+  # Every chunked call reconstruct makes (encoder and decoder), for the FLOP count.
+  calls = []
+  run_chunks = codec._run_chunks  # pylint: disable=protected-access
+
+  def counting(fn, window, count, with_params=True):
+    calls.append((fn, window, count))
+    return run_chunks(fn, window, count, with_params)
+
+  codec._run_chunks = counting  # pylint: disable=protected-access
   t = time.perf_counter()
   codec.reconstruct(wav)
   first = time.perf_counter() - t
+  k = max(1, codec.chunk_batch)
+  codec_flops = 0.0
+  for fn, window, count in calls:
+    for size, n in ((k, count // k), (1, count % k)):
+      if n:
+        x = jnp.asarray(np.stack([window(j) for j in range(size)]))
+        codec_flops += n * flops.compiled_flops(fn, codec.params, x)
   times = []
   for _ in range(args.repeats):
     t = time.perf_counter()
@@ -64,6 +82,8 @@ def main() -> None:
     state, m = step(state, batch, jax.random.key(0))
   jax.block_until_ready(m)
   step_s = (time.perf_counter() - t) / args.train_steps
+  step_flops = flops.compiled_flops(step, state, batch, jax.random.key(0))
+  ceiling = flops.matmul_ceiling()
 
   result = {
       "config": args.config, "device": jax.devices()[0].device_kind,
@@ -72,6 +92,9 @@ def main() -> None:
       "first_call_s": round(first, 2),
       "train_step_s": round(step_s, 3),
       "train_batch": f"{cfg.train.batch_size} crops x {cfg.data.crop_samples} samples (mix + bass)",
+      "matmul_ceiling_gflops": ceiling["gflops"],
+      "codec": flops.rate(codec_flops, best, ceiling["gflops"]),
+      "train_step": flops.rate(step_flops, step_s, ceiling["gflops"]),
   }
   print(json.dumps(result))
 

@@ -15,7 +15,9 @@ import json
 import resource
 import time
 
+import flops  # benchmarks/flops.py (this folder is on sys.path when run as a script)
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -30,7 +32,6 @@ def main() -> None:
   parser.add_argument("--train-steps", type=int, default=2)
   args = parser.parse_args()
 
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
 
   from bassgen import generation, samplers, sharding  # pylint: disable=g-import-not-at-top
@@ -92,6 +93,31 @@ def main() -> None:
     tstate, m = step(tstate, batch, jax.random.key(0))
   jax.block_until_ready(m)
   step_s = (time.perf_counter() - t) / args.train_steps
+  step_flops = flops.compiled_flops(step, tstate, batch, jax.random.key(0))
+
+  # The sampler's FLOPs: one guided model evaluation (conditional and null passes as one batch)
+  # at the bucket's length, from its compiled program, times one evaluation per step
+  # (Euler, DPM++(2M); Heun makes two). Its time: the sampler alone, without the codec.
+  bucket = samplers.bucket_length(frames, scfg.bucket_multiple, scfg.buckets)
+  cond = generation.condition(codec, cfg.model, mix, codec.encode(mix))
+  cond_b = np.pad(cond, ((0, bucket - len(cond)), (0, 0)), mode="reflect")[None]
+  knobs = samplers.sampler_knobs(scfg)
+  x = np.zeros((1, bucket, cfg.model.latent_channels), np.float32)
+
+  def one_evaluation(st, x_BxTxC, cond_BxTxC):
+    denoise_fn, net = samplers.model_denoiser(graphdef, st, cfg.diffusion.sigma_data)
+    full = samplers.complete_condition(net, cond_BxTxC, knobs)
+    guided = samplers.guided_denoiser(denoise_fn, guidance_w=knobs["guidance_w"],
+                                      rescale_phi=knobs["rescale_phi"])
+    return guided(x_BxTxC, jnp.ones((1,)), full)
+
+  evals = args.steps * (2 if args.sampler == "heun" else 1)
+  sampler_flops = evals * flops.compiled_flops(jax.jit(one_evaluation), state, x, cond_b)
+  t = time.perf_counter()
+  samplers.generate(sample_fn, state, cond[None], cfg=scfg,
+                    length_multiple=unet.length_multiple(cfg.model), key=jax.random.key(0))
+  sampler_s = time.perf_counter() - t
+  ceiling = flops.matmul_ceiling()
 
   print(json.dumps({
       "config": args.config, "device": jax.devices()[0].device_kind,
@@ -106,6 +132,10 @@ def main() -> None:
           resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
       "train_step_s": round(step_s, 3),
       "train_batch": f"{cfg.train.batch_size} x {cfg.train.crop_frames} latent frames",
+      "matmul_ceiling_gflops": ceiling["gflops"],
+      "sampler_s": round(sampler_s, 2),
+      "sampler": flops.rate(sampler_flops, sampler_s, ceiling["gflops"]),
+      "train_step": flops.rate(step_flops, step_s, ceiling["gflops"]),
   }))
 
 

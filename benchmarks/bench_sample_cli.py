@@ -106,25 +106,6 @@ def _sample_case(case: str, args: argparse.Namespace, work: pathlib.Path) -> lis
   return rows
 
 
-def matmul_ceiling(n: int = 4096, calls: int = 5) -> dict:
-  """Float32 `jnp.dot` GFLOP/s of two n x n matrices (median of `calls` after a warm-up)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-  dot = jax.jit(jnp.dot)
-  dot(a, b).block_until_ready()
-  times = []
-  for _ in range(calls):
-    t0 = time.perf_counter()
-    dot(a, b).block_until_ready()
-    times.append(time.perf_counter() - t0)
-  t = statistics.median(times)
-  return {"case": "matmul", "n": n, "device": str(jax.devices()[0].device_kind),
-          "seconds": round(t, 4), "gflops": round(2 * n**3 / t / 1e9, 1)}
-
-
 def _machine() -> str:
   import jax  # pylint: disable=g-import-not-at-top
   return (f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()} "
@@ -148,6 +129,8 @@ def main() -> None:
   rows = []
   for case in cases:
     rows += _sample_case(case, args, work)
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  from flops import matmul_ceiling  # pylint: disable=g-import-not-at-top
   ceiling = matmul_ceiling()
   print(json.dumps(ceiling), flush=True)
   print(f"\nmachine: {_machine()}")

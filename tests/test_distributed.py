@@ -48,7 +48,7 @@ _WRAPPER = textwrap.dedent("""
     from bassgen.data import latents
     _track_labels = latents.track_labels
     def track_labels(track, *args, **kwargs):   # called once per track this process encodes
-      _log.write(json.dumps({"encoded": track["file"]}) + "\n")
+      _log.write(json.dumps({"encoded": track["file"]}) + "\\n")
       _log.flush()
       return _track_labels(track, *args, **kwargs)
     latents.track_labels = track_labels

@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from bassgen import notes
 from bassgen.errors import BassgenError
 
 RENDER_RATE = 48000  # midirenderer's fixed output rate
@@ -95,20 +96,11 @@ def clean_notes(notes: list[Note]) -> list[Note]:
   return out
 
 
-def _varlen(value: int) -> bytes:
-  out = [value & 0x7F]
-  value >>= 7
-  while value:
-    out.append(0x80 | (value & 0x7F))
-    value >>= 7
-  return bytes(reversed(out))
-
-
 def _track(events: list[tuple[int, int, bytes]]) -> bytes:
   """An MTrk chunk from (tick, order, message) events; `order` breaks ties at one tick."""
   data, now = bytearray(), 0
   for tick, _, message in sorted(events, key=lambda e: (e[0], e[1])):
-    data += _varlen(tick - now) + message
+    data += notes.varlen(tick - now) + message
     now = tick
   data += b"\x00\xff\x2f\x00"  # end of track
   return b"MTrk" + struct.pack(">I", len(data)) + bytes(data)

@@ -36,17 +36,22 @@ _EPS = 1e-12
 DenoiseFn = Callable[..., jax.Array]
 
 # Progress of a running sampler: while a `progress_bar` is open, `make_sampler`'s function runs
-# one step per call and the innermost bar counts them.
+# a few steps per call and the innermost bar counts them.
 _BARS: list[Any] = []
 
 
-def _on_step() -> None:
+# While a bar is open, a sampling run is split into at most this many calls (each call costs a
+# dispatch of the whole model state, tens of ms on a CPU, so one call per step would add seconds).
+PROGRESS_CALLS = 8
+
+
+def _on_step(steps: int = 1) -> None:
   if _BARS:
-    _BARS[-1].update(1)
+    _BARS[-1].update(steps)
 
 
 def progress_active() -> bool:
-  """Whether a `progress_bar` is open (samplers then report each step to it)."""
+  """Whether a `progress_bar` is open (samplers then report their steps to it)."""
   return bool(_BARS)
 
 
@@ -260,8 +265,9 @@ def make_sampler(model_graphdef: Any, *, sigma_data: float, sampler: str, steps:
   states of a filtered split such as `nnx.split(model, nnx.Param, ...)` (plain dicts work too);
   `knobs` is `sampler_knobs(cfg.sample)`. Calls with the same shapes (and the same set of
   optional inputs) reuse one compilation whatever the weights, key or knob values. While a
-  `progress_bar` is open, the program runs one step per call (`sample`'s segments: the same
-  program, the same latents) and each step ticks the bar; otherwise all steps run in one call.
+  `progress_bar` is open, the program runs a few steps per call (at most PROGRESS_CALLS calls;
+  `sample`'s segments: the same program, the same latents) and the bar counts them; otherwise all
+  steps run in one call.
   """
   _check_sampler(sampler, steps)
 
@@ -291,14 +297,18 @@ def make_sampler(model_graphdef: Any, *, sigma_data: float, sampler: str, steps:
     # Host zeros for the first segment's (ignored) state: no per-shape eager op to compile.
     x = d_prev = np.zeros((b, t, channels["latent"]), np.float32)
     full = np.zeros((b, t, channels["cond"]), np.float32)
-    bounds = list(range(steps + 1)) if progress_active() else [0, steps]
+    ticking = progress_active()
+    every = max(1, -(-steps // PROGRESS_CALLS)) if ticking else steps
+    bounds = list(range(0, steps, every)) + [steps]
     for start, stop in zip(bounds[:-1], bounds[1:]):
       x, d_prev, full = run_jit(state, cond_BxTxC, key, knobs, style_mean_BxC, style_std_BxC,
                                 known_BxTxC, known_mask_BxT, frame_mask_BxT,
                                 (x, d_prev, full, np.int32(start), np.int32(stop)))
-      if len(bounds) > 2:
-        jax.block_until_ready(x)
-        _on_step()
+      if ticking:
+        # Back to host arrays (a few MB at most): the next call then sees the same argument
+        # types as the first, so the program is traced and looked up once, not twice.
+        x, d_prev, full = np.asarray(x), np.asarray(d_prev), np.asarray(full)
+        _on_step(stop - start)
     return x
 
   return fn

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from bassgen import samplers
+from bassgen import samplers, sharding
 from bassgen.config_loading import load_config
 from bassgen.errors import BassgenError
 from bassgen.models import unet
@@ -258,9 +258,16 @@ def test_sampling_in_segments_gives_the_same_latents(sampler):
   np.testing.assert_allclose(x, whole, rtol=1e-5, atol=1e-5)
 
 
-def test_progress_bar_ticks_once_per_step_and_changes_nothing():
+def test_progress_bar_ticks_once_per_step_and_changes_nothing(monkeypatch):
+  """One step per call while a bar is open: the same latents, and the same one traced program
+  as without the bar (the per-step calls pass the same argument types as the first)."""
   config = _config("runlocal")
   graphdef, state = nnx.split(unet.UNet1D(config.model, rngs=nnx.Rngs(0)))
+  # Committed on a one-device mesh, as BassGenerator places its weights.
+  one_device = sharding.make_mesh((1, 1), devices=jax.devices()[:1])
+  state = jax.device_put(state, sharding.replicated(one_device))
+  chex.clear_trace_counter()
+  monkeypatch.setattr(samplers, "sample", chex.assert_max_traces(samplers.sample, n=1))
   sample_fn = samplers.make_sampler(graphdef, sigma_data=config.diffusion.sigma_data,
                                     sampler="dpmpp2m", steps=5)
   mix = jax.random.normal(jax.random.key(0), (1, 20, unet.sampling_cond_channels(config.model)))

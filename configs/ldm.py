@@ -35,6 +35,11 @@ def _model(variant: str) -> ml_collections.ConfigDict:
   m.harmony.kernel_size = 9
   m.harmony.equivariant = True  # False: the ablation without sharing across transpositions
   m.harmony.aux_weight = 1.0
+  # Share of training examples whose pitch-class condition is the head's Viterbi path (what the
+  # sampler uses) instead of the true one, ramped in over predicted_path_warmup steps; 0 = always
+  # the true one (teacher forcing only). See trainers/ldm.py:training_condition.
+  m.harmony.predicted_path_prob = 0.0
+  m.harmony.predicted_path_warmup = 2000
   m.dpb_depth = 2  # hidden layers of the DPB MLP
   m.dtype = "bfloat16" if variant == "paper" else "float32"  # compute dtype; parameters are f32
   if variant == "paper":

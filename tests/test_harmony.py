@@ -127,3 +127,27 @@ def test_the_sampler_conditions_on_the_heads_path():
       length_multiple=unet.length_multiple(cfg.model))
   # A different pitch-class path (frame-wise argmax vs one held pitch class) changes the bass.
   assert float(jnp.abs(run(0.0) - run(1e6)).max()) > 1e-3
+
+
+def test_training_condition_swaps_in_the_heads_path_for_a_share_of_examples():
+  import ml_collections
+  from bassgen.trainers import ldm as T
+  cfg = ml_collections.ConfigDict({
+      "model": {"harmony": {"predicted_path_prob": 0.5, "predicted_path_warmup": 100}},
+      "sample": {"harmony_switch_penalty": 3.0}})
+  b, t, c = 256, 10, 5
+  teacher = jax.nn.one_hot(jnp.full((b, t), 2), 12)
+  cond = jnp.concatenate([jax.random.normal(jax.random.key(0), (b, t, c)), teacher], -1)
+  logits = jnp.zeros((b, t, 12)).at[..., 7].set(5.0)          # the head says pitch class 7
+  key = jax.random.key(3)
+  # During the ramp's first step nothing is swapped; the other channels are never touched.
+  np.testing.assert_array_equal(T.training_condition(cfg, cond, logits, key, jnp.int32(0)), cond)
+  out = T.training_condition(cfg, cond, logits, key, jnp.int32(100))
+  np.testing.assert_array_equal(out[..., :c], cond[..., :c])
+  pcs = np.asarray(jnp.argmax(out[..., c:], -1))
+  swapped = pcs[:, 0] == 7
+  assert np.all(pcs == np.where(swapped, 7, 2)[:, None])       # whole examples, the path or the teacher
+  assert 0.35 < swapped.mean() < 0.65
+  np.testing.assert_allclose(out[..., c:].sum(-1), 1.0)        # still a one-hot
+  cfg.model.harmony.predicted_path_prob = 0.0
+  np.testing.assert_array_equal(T.training_condition(cfg, cond, logits, key, jnp.int32(100)), cond)

@@ -83,6 +83,28 @@ def merge(s: Setup, params: Any, train: bool = False) -> UNet1D:
   return model
 
 
+def training_condition(cfg: ml_collections.ConfigDict, cond_BxTxC: jax.Array,
+                       logits_BxTx12: jax.Array, key: jax.Array, step: jax.Array) -> jax.Array:
+  """The condition the U-Net trains on. Its last 12 channels are the teacher's one-hot bass pitch
+  class; with `model.harmony.predicted_path_prob` = p, each example instead gets, with probability
+  p (ramped up from 0 over `predicted_path_warmup` steps), the head's own Viterbi path - what
+  the sampler gives the U-Net. The teacher path changes at every new bass note, the sampler's at
+  chord changes, so a U-Net that only ever saw the teacher learns to put its onsets where the
+  one-hot changes and holds notes over a chord; with the sampler's path it must take the rhythm
+  from the mix. The path is a constant of the loss (no gradient into the head)."""
+  p = cfg.model.harmony.get("predicted_path_prob", 0.0)
+  if not p:
+    return cond_BxTxC
+  warmup = cfg.model.harmony.get("predicted_path_warmup", 0)
+  ramp = jnp.clip(step.astype(jnp.float32) / warmup, 0.0, 1.0) if warmup else 1.0
+  path = harmony.decode_path(jax.lax.stop_gradient(logits_BxTx12),
+                             cfg.sample.get("harmony_switch_penalty", 0.0))
+  use_Bx1x1 = jax.random.bernoulli(key, p * ramp, (cond_BxTxC.shape[0], 1, 1))
+  teacher = cond_BxTxC[..., -harmony.NUM_PC:]
+  pcs = jnp.where(use_Bx1x1, harmony.one_hot_path(path, cond_BxTxC.dtype), teacher)
+  return jnp.concatenate([cond_BxTxC[..., :-harmony.NUM_PC], pcs], axis=-1)
+
+
 def make_train_step(cfg: ml_collections.ConfigDict, s: Setup) -> Callable:
 
   def train_step(state, batch, key):
@@ -90,10 +112,15 @@ def make_train_step(cfg: ml_collections.ConfigDict, s: Setup) -> Callable:
 
     def loss_fn(params):
       model = merge(s, params, train=True)
-      loss, aux = edm.denoising_loss(model, batch["target"], batch["mix"], key, cfg.diffusion)
+      cond, aux = batch["mix"], {}
       if model.harmony is not None:
-        ce, acc = harmony.aux_loss(model.harmony_logits(batch["mix"]), batch["labels"])
-        aux = dict(aux, harmony_ce=ce, harmony_acc=acc)
+        logits = model.harmony_logits(cond)
+        ce, acc = harmony.aux_loss(logits, batch["labels"])
+        aux = dict(harmony_ce=ce, harmony_acc=acc)
+        cond = training_condition(cfg, cond, logits, jax.random.fold_in(key, 7), state["step"])
+      loss, edm_aux = edm.denoising_loss(model, batch["target"], cond, key, cfg.diffusion)
+      aux = dict(edm_aux, **aux)
+      if model.harmony is not None:
         loss = loss + cfg.model.harmony.aux_weight * ce
       return loss, aux
 

@@ -25,7 +25,7 @@ from bassgen import checkpointing, samplers, sharding, spectral
 from bassgen.codec import Codec, find_export
 from bassgen.data import audio
 from bassgen.errors import BassgenError
-from bassgen.models import unet
+from bassgen.models import harmony, unet
 
 
 def condition(codec: Codec, model_cfg: ml_collections.ConfigDict, mix: np.ndarray,
@@ -133,6 +133,20 @@ class BassGenerator:
   def condition(self, mix: np.ndarray, z_mix: np.ndarray) -> np.ndarray:
     return condition(self.codec, self.cfg.model, mix, z_mix)
 
+  def pitch_class_channels(self, labels: np.ndarray, num_frames: int) -> np.ndarray:
+    """[num_frames, 12] one-hot condition channels for a given bass pitch class per latent frame
+    (0..11, 12 = no bass; held through rests as in training) in place of the harmony head's
+    path: a control that tells the U-Net the true notes."""
+    if not unet.harmony_enabled(self.cfg.model):
+      raise BassgenError("pitch_classes needs a model with the harmony pathway (model.harmony)")
+    held = harmony.hold_labels(np.pad(np.asarray(labels)[:num_frames],
+                                      (0, max(0, num_frames - len(labels))),
+                                      constant_values=harmony.NUM_PC))
+    out = np.zeros((num_frames, harmony.NUM_PC), np.float32)
+    ok = held < harmony.NUM_PC
+    out[np.nonzero(ok)[0], held[ok]] = 1.0
+    return out
+
   def style_of(self, style_wav: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
     """The reference's per-channel latent (mean [1, C], std [1, C]) (`samplers.style_stats`, on
     the host)."""
@@ -148,14 +162,18 @@ class BassGenerator:
                       style_wav: np.ndarray | None = None, style_sample_rate: int | None = None,
                       options: SampleOptions | None = None, keep_bass: np.ndarray | None = None,
                       regenerate: tuple[float, float] | None = None,
-                      progress: str | None = None) -> tuple[np.ndarray, int]:
+                      progress: str | None = None,
+                      pitch_classes: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """(latents, length of the mix at the model's rate)."""
     opts = options or SampleOptions()
     scfg = self._sample_cfg(opts)
     mix = audio.resample(mix_wav, sample_rate, self.sample_rate)
     z_mix = self.codec.encode(mix)
     k = max(1, int(opts.num_samples))
-    cond = np.repeat(self.condition(mix, z_mix)[None], k, axis=0)
+    cond = self.condition(mix, z_mix)
+    if pitch_classes is not None:
+      cond = np.concatenate([cond, self.pitch_class_channels(pitch_classes, len(cond))], -1)
+    cond = np.repeat(cond[None], k, axis=0)
     style = None
     if style_wav is not None:
       mean, std = self.style_of(style_wav, style_sample_rate or sample_rate)
@@ -186,12 +204,15 @@ class BassGenerator:
   def generate(self, mix_wav: np.ndarray, sample_rate: int, *, style_wav: np.ndarray | None = None,
                style_sample_rate: int | None = None, options: SampleOptions | None = None,
                keep_bass: np.ndarray | None = None, regenerate: tuple[float, float] | None = None,
-               progress: str | None = None) -> list[np.ndarray]:
+               progress: str | None = None,
+               pitch_classes: np.ndarray | None = None) -> list[np.ndarray]:
     """`num_samples` bass waveforms at `sample_rate`, each as long as `mix_wav`. With `progress`
-    (a label), a bar on stderr shows the sampler's steps and ETA."""
+    (a label), a bar on stderr shows the sampler's steps and ETA. `pitch_classes`: a bass pitch
+    class per latent frame to condition on instead of the harmony head's path (a control)."""
     z, model_len = self._sample_latents(
         mix_wav, sample_rate, style_wav=style_wav, style_sample_rate=style_sample_rate,
-        options=options, keep_bass=keep_bass, regenerate=regenerate, progress=progress)
+        options=options, keep_bass=keep_bass, regenerate=regenerate, progress=progress,
+        pitch_classes=pitch_classes)
     n = len(mix_wav)
     outs = []
     for bass in self.codec.decode(z, model_len):   # every variant in one batch of chunks

@@ -250,8 +250,10 @@ def model_denoiser(model_graphdef: Any, state: Any, sigma_data: float
 
 def complete_condition(model: Any, cond_BxTxC: jax.Array, knobs: Mapping) -> jax.Array:
   """The condition the U-Net reads: with a harmony head, the mix latent and chroma followed by
-  the head's pitch-class path (`UNet1D.complete_condition`); otherwise unchanged."""
-  if getattr(model, "harmony", None) is None:
+  the head's pitch-class path (`UNet1D.complete_condition`); otherwise unchanged. A condition
+  that already has every channel (a given pitch-class path, e.g. an oracle control) is used as
+  it is."""
+  if getattr(model, "harmony", None) is None or cond_BxTxC.shape[-1] == model.cond_channels:
     return cond_BxTxC
   return model.complete_condition(cond_BxTxC, knobs["harmony_switch_penalty"])
 

@@ -121,12 +121,17 @@ def test_the_sampler_conditions_on_the_heads_path():
   np.testing.assert_array_equal(path, np.asarray(jnp.argmax(model.harmony_logits(cond), -1))[0])
   assert len(set(np.asarray(jnp.argmax(model.complete_condition(cond, 1e6)[..., c:], -1))[0])) == 1
   fn = samplers.make_sampler(graphdef, sigma_data=1.0, sampler="euler", steps=2)
-  run = lambda penalty: samplers.generate(
-      fn, state, cond, cfg=ml_collections.ConfigDict(dict(
+  run = lambda penalty, c=cond: samplers.generate(
+      fn, state, c, cfg=ml_collections.ConfigDict(dict(
           cfg.sample.to_dict(), harmony_switch_penalty=penalty, seed=0, guidance_w=1.0)),
       length_multiple=unet.length_multiple(cfg.model))
   # A different pitch-class path (frame-wise argmax vs one held pitch class) changes the bass.
   assert float(jnp.abs(run(0.0) - run(1e6)).max()) > 1e-3
+  # A condition that brings its own path (the oracle control) is used as it is: the head's
+  # switch penalty no longer matters, the given pitch class does.
+  given = lambda pc: jnp.concatenate([cond, jax.nn.one_hot(jnp.full((1, 32), pc), 12)], -1)
+  assert float(jnp.abs(run(0.0, given(3)) - run(1e6, given(3))).max()) < 1e-6
+  assert float(jnp.abs(run(0.0, given(3)) - run(0.0, given(8))).max()) > 1e-3
 
 
 def test_training_condition_swaps_in_the_heads_path_for_a_share_of_examples():

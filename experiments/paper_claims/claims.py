@@ -123,8 +123,17 @@ def t2(args) -> None:
   sr = gen.sample_rate
   tracks = _tracks(args.data, sr, args.tracks, args.seconds)
   t0 = time.time()
-  generated = [gen.generate(t.mix, sr, options=SampleOptions(seed=args.seed,
-                                                             guidance=args.guidance))[0]
+  def given_path(t):
+    """With --oracle-path: the score's bass pitch class per latent frame (a control)."""
+    if not args.oracle_path:
+      return None
+    from bassgen.data import labels
+    fps = sr / gen.codec.samples_per_latent
+    return labels.labels_from_notes(t.score["bass_notes"], gen.codec.num_latent_frames(len(t.mix)),
+                                    fps)
+
+  generated = [gen.generate(t.mix, sr, options=SampleOptions(seed=args.seed, guidance=args.guidance),
+                            pitch_classes=given_path(t))[0]
                for t in tracks]
   gen_s = time.time() - t0
   systems = {"generated": generated}
@@ -150,6 +159,7 @@ def t2(args) -> None:
                                        > m["chroma_linear_sampled"]["score_chord_tone_rate"])
   result.update(checkpoint=args.checkpoint, seconds=args.seconds, guidance=args.guidance,
                 switch_penalty=gen.cfg.sample.get("harmony_switch_penalty"), tracker=TRACKER,
+                oracle_path=args.oracle_path,
                 data=args.data, generation_seconds=gen_s, claim=claim)
   result["subsets"] = _subsets(result)
   print(dataset.markdown_table(result))
@@ -319,6 +329,9 @@ def main() -> None:
   p.add_argument("--switch-penalty", type=float, default=None,
                  help="harmony head's path: nats per pitch-class change (default: the model's)")
   p.add_argument("--name", default=None, help="results/<name>.json (default t2)")
+  p.add_argument("--oracle-path", action="store_true",
+                 help="condition on the score's bass pitch classes instead of the harmony head's "
+                      "path (a control: how the U-Net plays when it is told the true notes)")
   p.add_argument("--baseline-data", default="data/renders/train",
                  help="training renders for the linear chroma baseline ('' = leave it out)")
   p.add_argument("--chord-tone-gap", type=float, default=0.7,

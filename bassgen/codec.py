@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from bassgen import checkpointing, spectral
+from bassgen import aot, checkpointing, spectral
 from bassgen.errors import BassgenError
 from bassgen.models.autoencoder import Autoencoder
 
@@ -48,9 +48,11 @@ class Codec:
   """Encode/decode with a trained autoencoder (EMA parameters) and its latent statistics."""
 
   def __init__(self, cfg: ml_collections.ConfigDict, params: Any, latent_mean: np.ndarray,
-               latent_std: np.ndarray, *, chunk_batch: int = 4, graphdef: Any = None):
+               latent_std: np.ndarray, *, chunk_batch: int = 4, graphdef: Any = None,
+               programs: aot.ProgramCache | None = None):
     """`graphdef`: the network's structure (`abstract_autoencoder(cfg)[0]`), built from `cfg`
-    when not given."""
+    when not given. `programs`: where the chunk programs' executables are kept between
+    processes (`bassgen.aot`; None: plain jit)."""
     self.cfg = cfg
     self.sample_rate = int(cfg.sample_rate)
     self.graphdef = abstract_autoencoder(cfg)[0] if graphdef is None else graphdef
@@ -62,18 +64,25 @@ class Codec:
     self.chunk_frames = int(cfg.chunk.latent_frames)
     self.margin = int(cfg.chunk.margin)
     self.chunk_batch = chunk_batch
+    self.programs = programs
+    self._scope = aot.config_scope(cfg) if programs is not None else ""
 
   @classmethod
-  def load(cls, path: str | pathlib.Path, **kwargs) -> "Codec":
+  def load(cls, path: str | pathlib.Path, *, programs: aot.ProgramCache | None = None,
+           **kwargs) -> "Codec":
+    """The exported autoencoder in `path` (export, workdir or bundle); with `programs`, its
+    structure and chunk programs come from (and go to) that cache."""
     directory = find_export(path, "autoencoder")
     meta = checkpointing.load_meta(directory)
     if meta.get("kind") != "autoencoder":
       raise BassgenError(f"{directory}: not an autoencoder export (kind={meta.get('kind')!r}).")
     cfg = ml_collections.ConfigDict(meta["config"])
-    graphdef, abstract_params = abstract_autoencoder(cfg)
+    graphdef, abstract_params = (
+        abstract_autoencoder(cfg) if programs is None
+        else programs.structure("autoencoder", cfg, lambda: abstract_autoencoder(cfg)))
     params = checkpointing.load_params(directory, abstract_params)
     return cls(cfg, params, np.asarray(meta["latent_mean"]), np.asarray(meta["latent_std"]),
-               graphdef=graphdef, **kwargs)
+               graphdef=graphdef, programs=programs, **kwargs)
 
   # -- jitted pieces (one shape each) -------------------------------------------------------
   @functools.partial(jax.jit, static_argnums=0)
@@ -88,6 +97,16 @@ class Codec:
   def _chroma_energy(self, wav_BxS):
     spl = self.samples_per_latent
     return spectral.chroma_energy(spectral.stft_frames(wav_BxS, 4 * spl, spl), self.sample_rate)
+
+  def _program(self, name: str) -> Any:
+    """The jitted chunk function `name` (encode, decode, chroma), bound to this codec; through
+    `self.programs` when there is one."""
+    jitted = {"encode": Codec._encode, "decode": Codec._decode,
+              "chroma": Codec._chroma_energy}[name]
+    if self.programs is None:
+      return functools.partial(jitted, self)
+    return functools.partial(self.programs.call, f"codec/{name}", self._scope, jitted,
+                             static=(self,))
 
   def __hash__(self):
     return id(self)
@@ -126,7 +145,7 @@ class Codec:
       w = padded[starts[i] * spl: (starts[i] + n + 2 * m) * spl]
       return np.pad(w, (0, (n + 2 * m) * spl - len(w)))
 
-    z = self._run_chunks(self._encode, window, len(starts))[:, m: m + n]
+    z = self._run_chunks(self._program("encode"), window, len(starts))[:, m: m + n]
     z = self.clip_latent(z.reshape(-1, self.latent_channels)[:num_frames])
     return self.normalize(z) if normalize else z
 
@@ -143,7 +162,7 @@ class Codec:
                              np.zeros((k, n + m, c), np.float32)], axis=1)
     chunks = -(-num_frames // n)   # variant-major: window i is chunk i % chunks of variant i // chunks
     window = lambda i: padded[i // chunks, (i % chunks) * n: (i % chunks) * n + n + 2 * m]
-    wav = self._run_chunks(self._decode, window, k * chunks)
+    wav = self._run_chunks(self._program("decode"), window, k * chunks)
     wav = wav[:, m * spl: (m + n) * spl].reshape(k, -1)[:, : (num_samples or num_frames * spl)]
     return wav if batch else wav[0]
 
@@ -164,7 +183,7 @@ class Codec:
     padded[n_fft // 2: n_fft // 2 + len(x)] = x
     width = (n - 1) * spl + n_fft
     window = lambda i: padded[i * n * spl: i * n * spl + width]
-    energy = self._run_chunks(self._chroma_energy, window, -(-num_frames // n),
+    energy = self._run_chunks(self._program("chroma"), window, -(-num_frames // n),
                               with_params=False).reshape(-1, 12)[:num_frames]
     energy[stft_frames:] = 0.0
     return np.asarray(spectral.chroma_normalize(energy[None].astype(np.float64))[0], np.float32)

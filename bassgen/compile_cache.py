@@ -8,7 +8,9 @@ The cache lives in `$BASSGEN_JAX_CACHE_DIR` when set, else `$XDG_CACHE_HOME/bass
 (`~/.cache/bassgen/jax`). `BASSGEN_JAX_CACHE_DIR=off` (or `0`, `none`, empty) turns it off; a
 `JAX_COMPILATION_CACHE_DIR` the user set for JAX itself is respected. Every compilation is cached,
 however quick (JAX's default skips those under a second, which on a CPU is most of ours), so the
-folder grows by one entry per program and shape: delete it whenever you like.
+folder grows by one entry per program and shape: delete it whenever you like. `bassgen sample`
+also keeps its compiled programs and model structures in `programs/` inside it (`bassgen.aot`),
+which spares a later process the tracing this cache still needs to look a program up.
 """
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from bassgen import checkpointing, samplers, sharding, spectral
+from bassgen import aot, checkpointing, samplers, sharding, spectral
 from bassgen.codec import Codec, find_export
 from bassgen.data import audio
 from bassgen.errors import BassgenError
@@ -53,13 +53,16 @@ class BassGenerator:
 
   def __init__(self, codec: Codec, cfg: ml_collections.ConfigDict, params: Any, *,
                structure: tuple[Any, Any, Any] | None = None,
-               mesh: jax.sharding.Mesh | None = None):
+               mesh: jax.sharding.Mesh | None = None, programs: aot.ProgramCache | None = None):
     """`structure`: the U-Net's (graphdef, non-parameter state, logical parameter specs) as
     `abstract_unet(cfg)` gives them (built from `cfg` when not given).
 
     `mesh`: the devices the sampler runs on (default: one device). Its weights are laid out by
     the same logical-axis rules as in training (large ones split over `fsdp`), and a batch of
     variants that divides over the devices is split over them (`sharding.batch_or_replicated`).
+
+    `programs`: a `bassgen.aot.ProgramCache` that keeps the sampler's compiled programs between
+    processes (used on one device only; with a larger mesh the sampler is traced as usual).
     """
     self.codec = codec
     self.cfg = cfg
@@ -76,15 +79,19 @@ class BassGenerator:
         logical, params, self.mesh, rules, min_size))
     self.rest = jax.device_put(rest, sharding.replicated(self.mesh))
     self.length_multiple = unet.length_multiple(cfg.model)
+    self.programs = programs if self.mesh.devices.size == 1 else None
     self._samplers: dict[tuple[str, int], Any] = {}
     self._wave_fns: dict[tuple[str, int], Any] = {}
 
   @classmethod
   def load(cls, path: str | pathlib.Path, *,
-           mesh: jax.sharding.Mesh | None = None) -> "BassGenerator":
+           mesh: jax.sharding.Mesh | None = None,
+           programs: aot.ProgramCache | None = None) -> "BassGenerator":
     """`path`: a bundle folder holding `autoencoder/` and `ldm/` (like experiments/demo), or a
     diffusion training workdir/export whose config names its autoencoder. `mesh`: as for the
-    constructor (e.g. `sharding.make_mesh((-1, 1))` for every device of a TPU host)."""
+    constructor (e.g. `sharding.make_mesh((-1, 1))` for every device of a TPU host).
+    `programs`: a `bassgen.aot.ProgramCache`; the models' structures and compiled programs then
+    come from (and go to) it, so a later process neither traces nor compiles them."""
     path = pathlib.Path(path)
     if not path.exists():
       raise BassgenError(f"{path}: no such checkpoint folder. Give the bundled experiments/demo "
@@ -95,11 +102,14 @@ class BassGenerator:
       raise BassgenError(f"{ldm_dir}: not a diffusion model export (kind={meta.get('kind')!r}). "
                          "Give the bundled experiments/demo folder or a diffusion workdir.")
     cfg = ml_collections.ConfigDict(meta["config"])
-    graphdef, abstract_params, rest, logical = abstract_unet(cfg)
+    graphdef, abstract_params, rest, logical = (
+        abstract_unet(cfg) if programs is None
+        else programs.structure("unet", cfg.model, lambda: abstract_unet(cfg)))
     params = checkpointing.load_params(ldm_dir, abstract_params)
     ae_dir = path / "autoencoder" if (path / "autoencoder").is_dir() else pathlib.Path(
         meta["autoencoder_checkpoint"])
-    return cls(Codec.load(ae_dir), cfg, params, structure=(graphdef, rest, logical), mesh=mesh)
+    return cls(Codec.load(ae_dir, programs=programs), cfg, params,
+               structure=(graphdef, rest, logical), mesh=mesh, programs=programs)
 
   @property
   def sample_rate(self) -> int:
@@ -123,7 +133,9 @@ class BassGenerator:
     key = (sampler, steps)
     if key not in self._samplers:
       self._samplers[key] = samplers.make_sampler(
-          self.graphdef, sigma_data=self.cfg.diffusion.sigma_data, sampler=sampler, steps=steps)
+          self.graphdef, sigma_data=self.cfg.diffusion.sigma_data, sampler=sampler, steps=steps,
+          programs=self.programs,
+          scope=aot.config_scope(self.cfg) if self.programs is not None else "")
     return self._samplers[key]
 
   def _full_state(self):

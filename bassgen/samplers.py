@@ -16,6 +16,7 @@ Typical use (the CLI does this):
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
@@ -258,8 +259,8 @@ def complete_condition(model: Any, cond_BxTxC: jax.Array, knobs: Mapping) -> jax
   return model.complete_condition(cond_BxTxC, knobs["harmony_switch_penalty"])
 
 
-def make_sampler(model_graphdef: Any, *, sigma_data: float, sampler: str, steps: int
-                 ) -> Callable[..., jax.Array]:
+def make_sampler(model_graphdef: Any, *, sigma_data: float, sampler: str, steps: int,
+                 programs: Any = None, scope: str = "") -> Callable[..., jax.Array]:
   """`fn(state, cond_BxTxC, key, knobs, style_mean_BxC=None, style_std_BxC=None,
   known_BxTxC=None, known_mask_BxT=None, frame_mask_BxT=None) -> z_BxTxC`, one jitted program.
 
@@ -270,6 +271,9 @@ def make_sampler(model_graphdef: Any, *, sigma_data: float, sampler: str, steps:
   `progress_bar` is open, the program runs a few steps per call (at most PROGRESS_CALLS calls;
   `sample`'s segments: the same program, the same latents) and the bar counts them; otherwise all
   steps run in one call.
+
+  `programs` (a `bassgen.aot.ProgramCache`) keeps the compiled program between processes;
+  `scope` must then identify the model (`aot.config_scope` of its config).
   """
   _check_sampler(sampler, steps)
 
@@ -288,6 +292,8 @@ def make_sampler(model_graphdef: Any, *, sigma_data: float, sampler: str, steps:
     return x, d_prev, full_cond
 
   run_jit = jax.jit(run)
+  if programs is not None:
+    run_jit = functools.partial(programs.call, f"sampler/{sampler}/{steps}", scope, run_jit)
   channels: dict[str, int] = {}
 
   def fn(state, cond_BxTxC, key, knobs, style_mean_BxC=None, style_std_BxC=None,

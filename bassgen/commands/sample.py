@@ -158,14 +158,16 @@ def run(args: argparse.Namespace) -> int:
       raise BassgenError(f"{existing[0]}: already exists. Pass --overwrite to replace it, or "
                          "choose another --out folder.")
 
-  # 3. Generate. Compiled programs are cached on disk, so a later process reuses them.
-  from bassgen import compile_cache  # pylint: disable=g-import-not-at-top
-  compile_cache.enable()
+  # 3. Generate. Compiled programs and the models' structures are cached on disk, so a later
+  # process neither traces nor compiles what an earlier one did (bassgen.aot).
+  from bassgen import aot, compile_cache  # pylint: disable=g-import-not-at-top
+  cache = compile_cache.enable()
+  programs = aot.ProgramCache(cache / "programs") if cache is not None else None
   from bassgen import notes as notes_lib  # pylint: disable=g-import-not-at-top
   from bassgen import report, transcription  # pylint: disable=g-import-not-at-top
   from bassgen.generation import BassGenerator, SampleOptions  # pylint: disable=g-import-not-at-top
 
-  gen = BassGenerator.load(args.checkpoint)
+  gen = BassGenerator.load(args.checkpoint, programs=programs)
   opts = SampleOptions(guidance=args.guidance, rescale=args.rescale,
                        ground_strength=args.ground_strength, steps=args.steps,
                        sampler=args.sampler, seed=args.seed, num_samples=k)

@@ -1,0 +1,175 @@
+"""Compiled programs and model structures kept on disk between `bassgen sample` processes.
+
+JAX's persistent compilation cache (`compile_cache.py`) spares a second process the compiling, but
+not the tracing and lowering it needs to look a program up: about 1 s for the demo's sampler on a
+2-core CPU, and building the two models' structures with `nnx.eval_shape` traces their
+constructors for another 1.6 s. A `ProgramCache` keeps both on disk:
+
+- `structure(kind, config, build)`: what `build()` returns (a model's graphdef and abstract
+  weights), pickled;
+- `call(name, scope, jitted, *args)`: the compiled executable of `jitted` for these arguments
+  (`jax.experimental.serialize_executable`), so a second process neither traces, lowers nor
+  compiles it.
+
+An entry's key holds everything it depends on: bassgen's own source, the versions of JAX, jaxlib
+and Flax, the devices, the model config (`scope`), and each argument's shape, dtype and sharding.
+Editing bassgen or upgrading JAX therefore misses the cache instead of running a stale program.
+Entries are written atomically; an unreadable one is rebuilt. Single-device programs only (the
+sampler on a mesh of several devices traces and compiles as usual). The folder is a cache: delete
+it whenever you like.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import pathlib
+import pickle
+import tempfile
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+_log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=1)
+def source_digest() -> str:
+  """A digest of every Python file of the installed bassgen package."""
+  root = pathlib.Path(__file__).parent
+  h = hashlib.sha256()
+  for f in sorted(root.rglob("*.py")):
+    h.update(str(f.relative_to(root)).encode())
+    h.update(f.read_bytes())
+  return h.hexdigest()
+
+
+def _environment() -> str:
+  import flax  # pylint: disable=g-import-not-at-top
+  import jaxlib  # pylint: disable=g-import-not-at-top
+  devices = jax.devices()
+  return json.dumps([source_digest(), jax.__version__, jaxlib.__version__, flax.__version__,
+                     jax.default_backend(), len(devices), devices[0].device_kind])
+
+
+def _leaf_signature(x: Any) -> str:
+  if isinstance(x, (bool, int, float, complex)):
+    return type(x).__name__
+  if isinstance(x, jax.Array):
+    return f"{x.shape}{x.dtype}{getattr(x, 'weak_type', False)}{x.sharding}"
+  a = np.asarray(x)
+  return f"{a.shape}{a.dtype}"
+
+
+def signature(args: tuple) -> str:
+  """What a compiled program depends on in its arguments: the tree, shapes, dtypes, shardings."""
+  leaves, treedef = jax.tree.flatten(args)
+  return json.dumps([str(treedef)] + [_leaf_signature(x) for x in leaves])
+
+
+def config_scope(config: Any) -> str:
+  """A stable digest of a (ConfigDict or dict) model config, for `call`'s `scope`."""
+  as_dict = config.to_dict() if hasattr(config, "to_dict") else config
+  return hashlib.sha256(json.dumps(as_dict, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class ProgramCache:
+  """Compiled programs and model structures in `folder` (see the module docstring).
+
+  `loaded` and `built` count the entries this process read from disk and made itself.
+  """
+
+  def __init__(self, folder: str | pathlib.Path):
+    self.folder = pathlib.Path(folder)
+    self._env = _environment()
+    self._programs: dict[str, Any] = {}
+    self.loaded = 0
+    self.built = 0
+
+  def _path(self, prefix: str, *parts: str) -> pathlib.Path:
+    key = hashlib.sha256(json.dumps([self._env, *parts]).encode()).hexdigest()[:40]
+    return self.folder / f"{prefix}-{key}.pkl"
+
+  def _read(self, path: pathlib.Path) -> Any:
+    try:
+      with open(path, "rb") as f:
+        return pickle.load(f)
+    except FileNotFoundError:
+      return None
+    except Exception as e:  # pylint: disable=broad-except
+      _log.warning("ignoring unreadable cache entry %s (%s); rebuilding it", path, e)
+      return None
+
+  def _write(self, path: pathlib.Path, value: Any) -> None:
+    try:
+      self.folder.mkdir(parents=True, exist_ok=True)
+      fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".pkl")
+      try:
+        with os.fdopen(fd, "wb") as f:
+          pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+      finally:
+        if os.path.exists(tmp):
+          os.unlink(tmp)
+    except (OSError, pickle.PicklingError, TypeError, AttributeError) as e:
+      _log.warning("could not cache %s (%s); the next process builds it again", path.name, e)
+
+  def structure(self, kind: str, config: Any, build: Callable[[], Any]) -> Any:
+    """`build()`'s result for a model `kind` and `config`, from disk when an earlier process
+    built it."""
+    path = self._path("structure", kind, config_scope(config))
+    value = self._read(path)
+    if value is not None:
+      self.loaded += 1
+      return value
+    value = build()
+    self.built += 1
+    self._write(path, value)
+    return value
+
+  def call(self, name: str, scope: str, jitted: Any, *args: Any, static: tuple = ()) -> Any:
+    """`jitted(*static, *args)`, run by the cached executable for these arguments.
+
+    `name` and `scope` (e.g. `config_scope(model config)`) must identify everything the program
+    closes over; `static` are `jitted`'s static arguments (part of `scope`, not of the key).
+    """
+    key = json.dumps([name, scope, signature(args)])
+    program = self._programs.get(key)
+    if program is None:
+      program = self._load_program(key) or self._compile(key, jitted, static, args)
+      self._programs[key] = program
+    return program(*args)
+
+  def _load_program(self, key: str) -> Any:
+    from jax.experimental import serialize_executable  # pylint: disable=g-import-not-at-top
+    stored = self._read(self._path("program", key))
+    if stored is None:
+      return None
+    try:
+      payload, in_tree, out_tree, device_ids = stored
+      by_id = {d.id: d for d in jax.devices()}
+      program = serialize_executable.deserialize_and_load(
+          payload, in_tree, out_tree, execution_devices=[by_id[i] for i in device_ids])
+    except Exception as e:  # pylint: disable=broad-except
+      _log.warning("ignoring a cached program that does not load (%s); compiling it", e)
+      return None
+    self.loaded += 1
+    return program
+
+  def _compile(self, key: str, jitted: Any, static: tuple, args: tuple) -> Any:
+    from jax.experimental import serialize_executable  # pylint: disable=g-import-not-at-top
+    program = jitted.lower(*static, *args).compile()
+    self.built += 1
+    # The devices it runs on (the arguments' devices), to run it on the same ones when loaded.
+    device_ids = sorted({d.id for s in jax.tree.leaves(program.input_shardings)
+                         for d in s.device_set})
+    try:
+      stored = (*serialize_executable.serialize(program), device_ids)
+    except (ValueError, NotImplementedError) as e:
+      _log.warning("this backend cannot store compiled programs (%s)", e)
+    else:
+      self._write(self._path("program", key), stored)
+    return program

@@ -1,0 +1,93 @@
+"""The program cache: compiled programs and model structures reused by a later process without
+tracing or compiling again, keyed by what they depend on."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bassgen import aot
+
+TRACES = []
+
+
+@jax.jit
+def _affine(params, x, key):
+  TRACES.append(x.shape)          # runs only while JAX traces the function
+  return params["w"] * x + params["b"] + jax.random.normal(key, x.shape)
+
+
+class _Scaled:
+  """A jitted method with its object as a static argument, as the codec's chunk programs are."""
+
+  def __init__(self, k):
+    self.k = k
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def apply(self, x):
+    TRACES.append(("apply", self.k))
+    return self.k * x
+
+
+def _args(n=5):
+  params = {"w": np.float32(2.0), "b": np.arange(n, dtype=np.float32)}
+  return params, np.linspace(0, 1, n, dtype=np.float32), jax.random.key(0)
+
+
+def test_a_later_process_runs_the_stored_program_without_tracing_it(tmp_path):
+  TRACES.clear()
+  first = aot.ProgramCache(tmp_path)
+  want = np.asarray(_affine(*_args()))
+  jax.clear_caches()
+  TRACES.clear()
+  got = first.call("affine", "scope", _affine, *_args())
+  np.testing.assert_array_equal(np.asarray(got), want)
+  assert first.built == 1 and TRACES == [(5,)]
+  # A new cache object on the folder stands for the next process: it loads, does not trace.
+  later = aot.ProgramCache(tmp_path)
+  jax.clear_caches()
+  TRACES.clear()
+  np.testing.assert_array_equal(np.asarray(later.call("affine", "scope", _affine, *_args())),
+                                want)
+  assert (later.loaded, later.built, TRACES) == (1, 0, [])
+  # Another shape, another scope (model config) or another name is another program.
+  later.call("affine", "scope", _affine, *_args(7))
+  later.call("affine", "other model", _affine, *_args())
+  assert later.built == 2 and TRACES == [(7,), (5,)]
+
+
+def test_static_arguments_and_unreadable_entries(tmp_path):
+  TRACES.clear()
+  x = np.ones(3, np.float32)
+  cache = aot.ProgramCache(tmp_path)
+  np.testing.assert_array_equal(cache.call("scaled", "k=3", _Scaled.apply, x,
+                                           static=(_Scaled(3),)), 3 * x)
+  for f in tmp_path.glob("program-*.pkl"):
+    f.write_bytes(b"not a program")
+  again = aot.ProgramCache(tmp_path)
+  TRACES.clear()
+  np.testing.assert_array_equal(again.call("scaled", "k=3", _Scaled.apply, x,
+                                           static=(_Scaled(3),)), 3 * x)
+  assert again.built == 1 and TRACES == [("apply", 3)]   # rebuilt, not crashed
+
+
+def test_structures_are_built_once_per_config(tmp_path):
+  builds = []
+
+  def build():
+    builds.append(1)
+    return {"shape": jax.ShapeDtypeStruct((3, 4), jnp.float32)}
+
+  cfg = {"channels": 4}
+  a = aot.ProgramCache(tmp_path).structure("net", cfg, build)
+  b = aot.ProgramCache(tmp_path).structure("net", cfg, build)
+  assert a == b and len(builds) == 1
+  aot.ProgramCache(tmp_path).structure("net", {"channels": 8}, build)
+  assert len(builds) == 2
+
+
+def test_the_key_follows_the_source():
+  """Editing bassgen changes the digest every key starts from."""
+  assert len(aot.source_digest()) == 64
+  assert aot.signature((np.zeros((2, 3), np.float32),)) != aot.signature(
+      (np.zeros((2, 4), np.float32),))

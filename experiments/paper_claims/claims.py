@@ -137,7 +137,7 @@ def t2(args) -> None:
                for t in tracks]
   gen_s = time.time() - t0
   systems = {"generated": generated}
-  systems.update(dataset.baselines(tracks, Codec.load(args.checkpoint), sr))
+  systems.update(dataset.baselines(tracks, gen.codec, sr))
   if args.baseline_data:
     from bassgen.evaluation import chroma_baseline
     systems.update(dataset.chroma_baseline_tracks(

@@ -223,8 +223,11 @@ def _finish(ds: grain.MapDataset, worker_count: int, num_threads: int) -> grain.
   it = ds.to_iter_dataset(options)
   if worker_count > 0:
     from absl import flags  # pylint: disable=g-import-not-at-top
-    if not flags.FLAGS.is_parsed():  # grain workers read absl flags; outside absl.app they're unset
-      flags.FLAGS.mark_as_parsed()
+    if not flags.FLAGS.is_parsed():
+      raise BassgenError(
+          f"data.worker_count={worker_count}: Grain's worker processes read absl flags, which are "
+          "parsed only under absl.app.run (python -m bassgen.main). Elsewhere (a notebook, a "
+          "script) call absl.flags.FLAGS.mark_as_parsed() first, or use worker_count=0.")
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
   return it
 

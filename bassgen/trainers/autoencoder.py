@@ -22,7 +22,7 @@ from bassgen import codec as codec_lib
 from bassgen.data import pipeline
 from bassgen.errors import BassgenError
 from bassgen.models import autoencoder_losses
-from bassgen.models.autoencoder import Autoencoder
+from bassgen.models.autoencoder import Autoencoder, AutoencoderConfig
 from bassgen.trainers import common
 
 Setup = common.Setup
@@ -34,7 +34,7 @@ class AutoencoderTask(common.Task):
   val_log_suffixes = ("loss", "log_mel_db")
 
   def build_model(self, key: jax.Array) -> Autoencoder:
-    return Autoencoder(self.cfg.model, rngs=nnx.Rngs(params=key))
+    return Autoencoder(AutoencoderConfig.from_config(self.cfg.model), rngs=nnx.Rngs(params=key))
 
   def loss_fn(self, model, batch, key, step):
     del step

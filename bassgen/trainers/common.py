@@ -33,6 +33,7 @@ from jax.experimental import multihost_utils
 
 from bassgen import checkpointing, sharding
 from bassgen.errors import BassgenError
+from bassgen.models import layers
 from bassgen.trainers.writers import MetricWriter, Progress
 
 
@@ -196,7 +197,6 @@ class Task:
 class Setup:
   """Everything static about a run: the module's graph, the optimizer and the shardings."""
   graphdef: Any
-  rest: Any            # non-parameter module state (dropout rng streams): constant, not trained
   tx: optax.GradientTransformation
   schedule: optax.Schedule
   state_sharding: Any
@@ -207,10 +207,10 @@ class Setup:
 def setup(task: Task, mesh: jax.sharding.Mesh) -> Setup:
   cfg = task.cfg
   tx, schedule = make_optimizer(cfg.optim, cfg.train.num_steps)
+  # Shapes only: no initialiser runs. The networks hold parameters and nothing else (dropout
+  # keys come with each call), so the parameters alone rebuild the module (`merge`).
   abstract_model = nnx.eval_shape(lambda: task.build_model(jax.random.key(0)))
-  graphdef, abstract_params, rest = nnx.split(abstract_model, nnx.Param, ...)
-  if jax.tree.leaves(rest):
-    rest = nnx.split(task.build_model(jax.random.key(cfg.seed)), nnx.Param, ...)[2]
+  graphdef, abstract_params = nnx.split(abstract_model, nnx.Param)
   abstract_params = nnx.to_pure_dict(abstract_params)
   params_sharding = sharding.param_shardings(abstract_model, abstract_params, mesh, cfg.mesh.rules,
                                              cfg.mesh.min_shard_size)
@@ -222,7 +222,7 @@ def setup(task: Task, mesh: jax.sharding.Mesh) -> Setup:
                     "ema": abstract_params, "opt": abstract_opt}
   abstract_state = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
                                 abstract_state, state_sharding)
-  return Setup(graphdef, rest, tx, schedule, state_sharding, abstract_state, mesh)
+  return Setup(graphdef, tx, schedule, state_sharding, abstract_state, mesh)
 
 
 def _fresh_state(s: Setup, params: Any) -> dict:
@@ -243,7 +243,7 @@ def state_from_params(s: Setup, params: Any) -> dict:
 
 
 def merge(s: Setup, params: Any, train: bool = False) -> nnx.Module:
-  model = nnx.merge(s.graphdef, params, s.rest)
+  model = nnx.merge(s.graphdef, params)
   model.train() if train else model.eval()
   return model
 
@@ -278,10 +278,6 @@ def make_eval_step(task: Task, s: Setup):
   return jax.jit(lambda params, batch, key: task.eval_fn(merge(s, params), batch, key))
 
 
-def num_params(params: Any) -> int:
-  return sum(x.size for x in jax.tree.leaves(params))
-
-
 # --- The host loop ------------------------------------------------------------------------------
 
 def train_and_evaluate(task: Task, workdir: str | pathlib.Path) -> dict:
@@ -313,7 +309,7 @@ def _train(task: Task, workdir: pathlib.Path, preemption: Preemption) -> dict:
     logging.info("resumed from step %d", int(state["step"]))
   else:
     state = task.init_state(s, init_key)
-  logging.info("%s: %s parameters", task.name, f"{num_params(state['params']):,}")
+  logging.info("%s: %s parameters", task.name, f"{layers.count_params(state['params']):,}")
 
   train_step = make_train_step(task, s)
   eval_step = make_eval_step(task, s)

@@ -26,7 +26,7 @@ from bassgen.data import latents
 from bassgen.diffusion import edm
 from bassgen.errors import BassgenError
 from bassgen.models import harmony
-from bassgen.models.unet import UNet1D, harmony_enabled
+from bassgen.models.unet import UNet1D, UNetConfig
 from bassgen.trainers import common
 
 # Validation noise levels. The first three are the ones the loss ratio target is stated at; the
@@ -43,10 +43,11 @@ class LDMTask(common.Task):
 
   def __init__(self, cfg: ml_collections.ConfigDict):
     super().__init__(cfg)
+    self.model_cfg = UNetConfig.from_config(cfg.model)
     self.cache: tuple[pathlib.Path, pathlib.Path] | None = None   # (train, val) latent dirs
 
   def build_model(self, key: jax.Array) -> UNet1D:
-    return UNet1D(self.cfg.model, rngs=nnx.Rngs(params=key, dropout=jax.random.fold_in(key, 1)))
+    return UNet1D(self.model_cfg, rngs=nnx.Rngs(params=key))
 
   def loss_fn(self, model, batch, key, step):
     cfg = self.cfg
@@ -101,8 +102,8 @@ class LDMTask(common.Task):
     cfg = self.cfg
     return dict(crop_frames=cfg.train.crop_frames, seed=cfg.seed,
                 silence_threshold_db=cfg.data.silence_threshold_db,
-                with_chroma=cfg.model.get("mix_chroma", False),
-                with_harmony=harmony_enabled(cfg.model))
+                with_chroma=self.model_cfg.mix_chroma,
+                with_harmony=self.model_cfg.harmony.enabled)
 
   def train_data(self, batch_size):
     return latents.make_latent_train_dataset(self.cache[0], batch_size=batch_size,
@@ -164,7 +165,7 @@ def make_eval_step(cfg: ml_collections.ConfigDict, s: Setup) -> Callable:
 
 def batch_shardings(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> dict:
   out = {"mix": sharding.batch_sharding(mesh, 3), "target": sharding.batch_sharding(mesh, 3)}
-  if harmony_enabled(cfg.model):
+  if UNetConfig.from_config(cfg.model).harmony.enabled:
     out["labels"] = sharding.batch_sharding(mesh, 2)
   return out
 

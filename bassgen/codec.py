@@ -26,7 +26,7 @@ from flax import nnx
 
 from bassgen import aot, checkpointing, spectral
 from bassgen.errors import BassgenError
-from bassgen.models.autoencoder import Autoencoder
+from bassgen.models.autoencoder import Autoencoder, AutoencoderConfig
 
 EDGE_FADE_S = 0.01
 LATENT_CLIP = 12.0
@@ -225,7 +225,7 @@ class Codec:
 def abstract_autoencoder(cfg: ml_collections.ConfigDict) -> tuple[Any, Any]:
   """(graphdef, parameter shapes) of the autoencoder of `cfg`, from `nnx.eval_shape`: the
   structure without running any initialiser; restore the weights into the shapes."""
-  graphdef, state = checkpointing.abstract_model(lambda rngs: Autoencoder(cfg.model, rngs=rngs))
+  graphdef, state = checkpointing.abstract_model(lambda rngs: Autoencoder(AutoencoderConfig.from_config(cfg.model), rngs=rngs))
   return graphdef, nnx.to_pure_dict(state)
 
 

@@ -272,7 +272,7 @@ def abstract_unet(cfg: ml_collections.ConfigDict) -> tuple[Any, Any, Any, Any]:
   U-Net of `cfg`, from `nnx.eval_shape`: no initialiser runs. The non-parameter state (dropout
   streams, unused at inference) is filled with fixed keys and zero counts."""
   graphdef, params, rest = checkpointing.abstract_model(
-      lambda rngs: unet.UNet1D(cfg.model, rngs=rngs), nnx.Param, ...)
+      lambda rngs: unet.UNet1D(unet.UNetConfig.from_config(cfg.model), rngs=rngs), nnx.Param, ...)
   key = jax.random.key(0)
 
   def concrete(leaf):

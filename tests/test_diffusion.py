@@ -118,7 +118,7 @@ def test_val_loss_passes_the_requested_condition():
 def test_unet_learns_to_use_the_mix():
   """A few steps on 'the bass is a function of the mix' make the conditional loss beat the null."""
   config = _config("runlocal")
-  model = unet.UNet1D(config.model, rngs=nnx.Rngs(0))
+  model = unet.UNet1D(unet.UNetConfig.from_config(config.model), rngs=nnx.Rngs(0))
   opt = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
   dcfg = config.diffusion
   c = config.model.latent_channels

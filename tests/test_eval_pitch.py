@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+import fixtures
 from bassgen.errors import BassgenError
 from bassgen.evaluation import pitch as P
 from bassgen.evaluation import midi as M
@@ -42,12 +43,7 @@ def test_track_follows_the_notes_including_low_e(line_wav, tracker):
 
 @pytest.mark.parametrize("tracker", TRACKERS)
 def test_transcription_recovers_the_notes(line_wav, tracker):
-  notes = P.transcribe_bass(line_wav, SR, tracker=tracker)
-  assert [n.pitch for n in notes] == [n.pitch for n in LINE]     # repeated E2 stays two notes
-  for got, want in zip(notes, LINE):
-    assert got.onset == pytest.approx(want.onset, abs=0.03)
-    assert got.offset == pytest.approx(want.offset, abs=0.08)
-    assert 1 <= got.velocity <= 127
+  fixtures.assert_notes_match(P.transcribe_bass(line_wav, SR, tracker=tracker), LINE)
 
 
 def test_silence_gives_no_notes():

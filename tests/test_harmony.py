@@ -108,7 +108,7 @@ def test_the_sampler_conditions_on_the_heads_path():
   import pathlib
   cfg = load_config(f"{pathlib.Path(__file__).parents[1] / 'configs' / 'ldm.py'}:runlocal")
   assert unet.harmony_enabled(cfg.model)
-  model = unet.UNet1D(cfg.model, rngs=nnx.Rngs(0))
+  model = unet.UNet1D(unet.UNetConfig.from_config(cfg.model), rngs=nnx.Rngs(0))
   model.conv_out.kernel[...] = 0.1 * jnp.ones_like(model.conv_out.kernel[...])   # F != 0
   model.harmony.out.kernel[...] = jax.random.normal(jax.random.key(3),
                                                     model.harmony.out.kernel[...].shape)

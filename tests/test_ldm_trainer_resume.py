@@ -2,7 +2,6 @@
 during the latent-cache build and during training; every resumed run ends bit-identical to an
 uninterrupted one, and the latent cache is continued, not rebuilt."""
 import pathlib
-import signal
 import textwrap
 
 import pytest
@@ -44,15 +43,8 @@ def uninterrupted(data):
 def test_sigkill_then_resume_is_bit_identical(data, uninterrupted, tmp_path):
   config = _config(data, ckpt_every=2)
   b = tmp_path / "killed"
-  r = fixtures.run_main(config + [f"--workdir={b}"], prelude=fixtures.kill_after_save(4))
-  assert r.returncode == -signal.SIGKILL, r.stderr[-3000:]
-  assert fixtures.checkpoint_steps(b) == [2, 4]  # killed right after the step-4 checkpoint
-
-  r = fixtures.run_main(config + [f"--workdir={b}"])
-  assert r.returncode == 0, r.stderr[-3000:]
-  assert "resumed from step 4" in r.stderr
-  fixtures.assert_same_checkpoint(uninterrupted, b, NUM_STEPS)
-  assert (b / "export").is_dir()
+  fixtures.sigkill_after_checkpoint(config, b, 4, want_steps=[2, 4])
+  fixtures.resume_equals(config, b, uninterrupted, from_step=4, num_steps=NUM_STEPS)
 
 
 # SIGTERM to itself when the latent-cache build starts its second track.
@@ -89,8 +81,7 @@ def test_sigterm_in_cache_build_and_in_training_resume_bit_identical(data, unint
   assert fixtures.checkpoint_steps(b) == []
   stamps = {p.name: p.stat().st_mtime_ns for p in first}
 
-  rc, err = fixtures.sigterm_when_logged(config + [f"--workdir={b}"], b, step=2)
-  assert rc == 0, err[-3000:]
+  step, err = fixtures.sigterm_in_training(config, b, NUM_STEPS, "latent diffusion")
   # The build continued: the two finished tracks were not encoded again.
   assert {p.name: p.stat().st_mtime_ns for p in first} == stamps
   train_log = err.split("caching val")[0]
@@ -101,13 +92,4 @@ def test_sigterm_in_cache_build_and_in_training_resume_bit_identical(data, unint
     assert [p.name for p in mine] == [p.name for p in theirs] and len(mine) == 4
     for x, y in zip(mine, theirs):
       assert x.read_bytes() == y.read_bytes(), x
-  steps = fixtures.checkpoint_steps(b)
-  assert len(steps) == 1 and 2 <= steps[0] < NUM_STEPS, (steps, err[-3000:])
-  assert f"latent diffusion: stopped at step {steps[0]} after SIGTERM" in err
-  assert not (b / "export").exists()
-
-  r = fixtures.run_main(config + [f"--workdir={b}"])
-  assert r.returncode == 0, r.stderr[-3000:]
-  assert f"resumed from step {steps[0]}" in r.stderr
-  fixtures.assert_same_checkpoint(uninterrupted, b, NUM_STEPS)
-  assert (b / "export").is_dir()
+  fixtures.resume_equals(config, b, uninterrupted, from_step=step, num_steps=NUM_STEPS)

@@ -5,6 +5,7 @@ import grain
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from absl import flags
 
 from bassgen.data import pipeline
 from bassgen.data import prepare
@@ -239,6 +240,10 @@ def test_missing_or_empty_prepared_folder_is_a_user_error(tmp_path):
 @pytest.mark.slow
 def test_worker_processes_resume_exactly(data):
   out, _, _ = data
+  if not flags.FLAGS.is_parsed():   # outside absl.app.run: a clear error, no hidden global change
+    with pytest.raises(BassgenError, match="mark_as_parsed"):
+      iter(_train(out, worker_count=2))
+    flags.FLAGS.mark_as_parsed()    # what absl.app.run does; Grain's workers read the flags
   it = iter(_train(out, worker_count=2))
   for _ in range(3):
     next(it)

@@ -70,7 +70,7 @@ def test_a_bundle_loads_without_running_any_initialiser(which, bundle, bundle_wi
 def test_the_draw_counter_sees_a_random_initialisation(concrete_draws):
   """The check above would catch the old load path: building a concrete U-Net draws."""
   cfg = load_config(f"{ROOT / 'configs' / 'ldm.py'}:runlocal")
-  unet.UNet1D(cfg.model, rngs=nnx.Rngs(0))
+  unet.UNet1D(unet.UNetConfig.from_config(cfg.model), rngs=nnx.Rngs(0))
   assert len(concrete_draws) > 10
 
 

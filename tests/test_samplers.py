@@ -17,6 +17,10 @@ from bassgen.models import unet
 LDM_CONFIG = pathlib.Path(__file__).parents[1] / "configs" / "ldm.py"
 
 
+def _unet(config, seed):
+  return unet.UNet1D(unet.UNetConfig.from_config(config.model), rngs=nnx.Rngs(seed))
+
+
 def _config(variant):
   return load_config(f"{LDM_CONFIG}:{variant}")
 
@@ -204,7 +208,7 @@ def test_unknown_sampler_is_a_clear_error():
 
 def test_sampler_accepts_split_states_and_reproduces_a_seed():
   config = _config("runlocal")
-  model = unet.UNet1D(config.model, rngs=nnx.Rngs(0))
+  model = _unet(config, 0)
   model.conv_out.kernel[...] = 0.1 * jnp.ones_like(model.conv_out.kernel[...])  # F != 0
   graphdef, state = nnx.split(model)
   graphdef3, params, rest = nnx.split(model, nnx.Param, ...)
@@ -219,8 +223,8 @@ def test_sampler_accepts_split_states_and_reproduces_a_seed():
 
 def test_jitted_sampler_compiles_once_per_bucket(monkeypatch):
   config = _config("runlocal")
-  graphdef, state = nnx.split(unet.UNet1D(config.model, rngs=nnx.Rngs(0)))
-  _, state2 = nnx.split(unet.UNet1D(config.model, rngs=nnx.Rngs(1)))
+  graphdef, state = nnx.split(_unet(config, 0))
+  _, state2 = nnx.split(_unet(config, 1))
   chex.clear_trace_counter()
   monkeypatch.setattr(samplers, "sample", chex.assert_max_traces(samplers.sample, n=1))
   sample_fn = samplers.make_sampler(graphdef, sigma_data=config.diffusion.sigma_data,
@@ -262,7 +266,7 @@ def test_progress_bar_ticks_once_per_step_and_changes_nothing(monkeypatch):
   """One step per call while a bar is open: the same latents, and the same one traced program
   as without the bar (the per-step calls pass the same argument types as the first)."""
   config = _config("runlocal")
-  graphdef, state = nnx.split(unet.UNet1D(config.model, rngs=nnx.Rngs(0)))
+  graphdef, state = nnx.split(_unet(config, 0))
   # Committed on a one-device mesh, as BassGenerator places its weights.
   one_device = sharding.make_mesh((1, 1), devices=jax.devices()[:1])
   state = jax.device_put(state, sharding.replicated(one_device))

@@ -3,6 +3,7 @@ synthesised bass lines with known notes; chunked analysis equals one pass."""
 import numpy as np
 import pytest
 
+import fixtures
 from bassgen import notes as N
 from bassgen import report
 from bassgen import transcription as T
@@ -38,12 +39,7 @@ def test_track_follows_the_notes_including_low_e(line_wav):
 
 
 def test_transcription_recovers_the_notes(line_wav):
-  notes = T.transcribe(T.track_bass(line_wav, SR))
-  assert [n.pitch for n in notes] == [n.pitch for n in LINE]     # repeated E2 stays two notes
-  for got, want in zip(notes, LINE):
-    assert got.onset == pytest.approx(want.onset, abs=0.03)
-    assert got.offset == pytest.approx(want.offset, abs=0.08)
-    assert 1 <= got.velocity <= 127
+  fixtures.assert_notes_match(T.transcribe(T.track_bass(line_wav, SR)), LINE)
 
 
 def test_louder_notes_get_higher_velocity():

@@ -1,4 +1,5 @@
 """The DPB U-Net: size, any-length inference, relative-only attention, null condition."""
+import json
 import pathlib
 
 import jax
@@ -19,7 +20,7 @@ def _config(variant):
 
 
 def _build(model_cfg, seed=0):
-  return unet.UNet1D(model_cfg, rngs=nnx.Rngs(seed))
+  return unet.UNet1D(unet.UNetConfig.from_config(model_cfg), rngs=nnx.Rngs(seed))
 
 
 def _randomise(model, seed=1, scale=0.3):
@@ -53,7 +54,7 @@ def _inputs(b, t, cfg, seed=0):
 def test_paper_model_is_in_the_published_size_class():
   def count(variant):
     cfg = _config(variant).model
-    return unet.count_params(nnx.eval_shape(lambda: unet.UNet1D(cfg, rngs=nnx.Rngs(0))))
+    return unet.count_params(nnx.eval_shape(lambda: _build(cfg)))
 
   n = count("paper")
   print(f"paper U-Net: {n / 1e6:.1f} M parameters")
@@ -187,3 +188,21 @@ def test_bad_length_and_bad_position_raise_clear_errors():
   cfg.position = "rope"
   with pytest.raises(BassgenError, match="model.position"):
     _build(cfg)
+
+
+def test_typed_config_reads_old_exports_and_names_missing_fields():
+  """An exported config (JSON: lists, no newer keys) gives the same typed config as the file it
+  came from, with the defaults for keys it lacks; a missing required field is a clear error."""
+  section = _config("demo").model
+  typed = unet.UNetConfig.from_config(section)
+  assert typed.channels == (64, 128, 192) and typed.harmony.enabled and typed.mix_chroma
+  exported = json.loads(json.dumps(section.to_dict()))     # as in an export's metadata
+  assert unet.UNetConfig.from_config(exported) == typed
+  for key in ("mix_chroma", "harmony", "dtype", "position", "dpb_depth"):
+    del exported[key]                                      # written before these existed
+  old = unet.UNetConfig.from_config(exported)
+  assert not old.mix_chroma and not old.harmony.enabled and old.dtype == "float32"
+  assert unet.cond_channels(old) == typed.latent_channels
+  del exported["channels"]
+  with pytest.raises(BassgenError, match="model.channels is missing"):
+    unet.UNetConfig.from_config(exported)

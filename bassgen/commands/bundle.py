@@ -58,11 +58,12 @@ def _abstract(kind: str, meta: dict):
 
   cfg = ml_collections.ConfigDict(meta["config"])
   if kind == "autoencoder":
-    from bassgen.models.autoencoder import Autoencoder  # pylint: disable=g-import-not-at-top
-    model = nnx.eval_shape(lambda: Autoencoder(cfg.model, rngs=nnx.Rngs(0)))
+    from bassgen.models.autoencoder import Autoencoder, AutoencoderConfig  # pylint: disable=g-import-not-at-top
+    model = nnx.eval_shape(
+        lambda: Autoencoder(AutoencoderConfig.from_config(cfg.model), rngs=nnx.Rngs(0)))
   else:
-    from bassgen.models.unet import UNet1D  # pylint: disable=g-import-not-at-top
-    model = nnx.eval_shape(lambda: UNet1D(cfg.model, rngs=nnx.Rngs(0)))
+    from bassgen.models.unet import UNet1D, UNetConfig  # pylint: disable=g-import-not-at-top
+    model = nnx.eval_shape(lambda: UNet1D(UNetConfig.from_config(cfg.model), rngs=nnx.Rngs(0)))
   return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
 

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
   from bassgen.codec import Codec  # pylint: disable=g-import-not-at-top
   from bassgen.data import audio  # pylint: disable=g-import-not-at-top
   from bassgen.evaluation import dataset  # pylint: disable=g-import-not-at-top
-  from bassgen.generation import SampleOptions  # pylint: disable=g-import-not-at-top
+  from bassgen.generation import BassGenerator, SampleOptions  # pylint: disable=g-import-not-at-top
 
   generated = pathlib.Path(args.generated)
   out = pathlib.Path(args.out) if args.out else generated / "report.json"
@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         + (f", first {args.seconds:g} s" if args.seconds else ""), flush=True)
   reference = _reference(args.reference, tracks, sr)  # checked before any long work
   if not args.no_generate:
-    dataset.generate_missing(tracks, sr, generated, checkpoint=args.checkpoint,
+    load = (lambda: BassGenerator.load(args.checkpoint)) if args.checkpoint else None
+    dataset.generate_missing(tracks, sr, generated, load_generator=load,
                              options=SampleOptions(guidance=args.guidance, steps=args.steps,
                                                    seed=args.seed))
   systems = {"generated": dataset.load_generated(tracks, sr, generated)}

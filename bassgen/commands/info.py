@@ -16,11 +16,14 @@ def run(args: argparse.Namespace) -> int:
   from flax import nnx  # pylint: disable=g-import-not-at-top
 
   from bassgen.config_loading import load_config  # pylint: disable=g-import-not-at-top
+  from bassgen.models.autoencoder import Autoencoder, AutoencoderConfig  # pylint: disable=g-import-not-at-top
+  from bassgen.models.layers import count_params  # pylint: disable=g-import-not-at-top
+  from bassgen.models.unet import UNet1D, UNetConfig  # pylint: disable=g-import-not-at-top
 
   cfg = load_config(args.config)
   if cfg.kind == "autoencoder":
-    from bassgen.models.autoencoder import Autoencoder, num_params  # pylint: disable=g-import-not-at-top
-    model = nnx.eval_shape(lambda: Autoencoder(cfg.model, rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(
+        lambda: Autoencoder(AutoencoderConfig.from_config(cfg.model), rngs=nnx.Rngs(0)))
     num_samples = int(args.seconds * cfg.sample_rate) if args.seconds else 2**20
     spl = cfg.model.hop * 2 ** cfg.model.num_down
     num_samples = -(-num_samples // spl) * spl
@@ -30,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     wav = jax.eval_shape(lambda st, x: nnx.merge(graphdef, st).decode(x), state, z)
     frames_per_sec = cfg.sample_rate / spl
     ratio = spl / cfg.model.latent_channels
-    print(f"autoencoder ({cfg.variant}): {num_params(model):,} parameters")
+    print(f"autoencoder ({cfg.variant}): {count_params(model):,} parameters")
     print(f"  sample rate {cfg.sample_rate} Hz, STFT n_fft {cfg.model.n_fft} hop {cfg.model.hop}, "
           f"time down-sampling x{2 ** cfg.model.num_down}")
     print(f"  {num_samples} samples ({num_samples / cfg.sample_rate:.2f} s) -> latent "
@@ -38,8 +41,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"  {frames_per_sec:.2f} latent frames/s, {spl} samples per frame, "
           f"{cfg.model.latent_channels} values per frame: {ratio:g}x compression")
   else:
-    from bassgen.models.unet import UNet1D  # pylint: disable=g-import-not-at-top
-    model = nnx.eval_shape(lambda: UNet1D(cfg.model, rngs=nnx.Rngs(0)))
-    count = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
-    print(f"latent diffusion U-Net ({cfg.variant}): {count:,} parameters")
+    model = nnx.eval_shape(lambda: UNet1D(UNetConfig.from_config(cfg.model), rngs=nnx.Rngs(0)))
+    print(f"latent diffusion U-Net ({cfg.variant}): {count_params(model):,} parameters")
   return 0

@@ -231,15 +231,11 @@ class LatentCrop:
   def __call__(self, element: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     rec = self.record(element)
     max_start = max(rec["mix"].shape[0] - self.crop_frames, 0)
-    best = None
-    for _ in range(self.max_tries):
-      start = int(rng.integers(max_start + 1))
-      level = float(np.mean(rec["level"][start: start + self.crop_frames]))
-      if best is None or level > best[0]:
-        best = (level, start)
-      if self.silence_threshold_db is None or level >= self.silence_threshold_db:
-        break
-    return self.crop(rec, best[1])
+    start, _ = pipeline.redraw_silent(
+        lambda attempt: int(rng.integers(max_start + 1)),
+        lambda start: (float(np.mean(rec["level"][start: start + self.crop_frames])), None),
+        self.max_tries, self.silence_threshold_db)
+    return self.crop(rec, start)
 
 
 def make_latent_train_dataset(latent_dir: str | pathlib.Path, *, crop_frames: int,
@@ -249,26 +245,12 @@ def make_latent_train_dataset(latent_dir: str | pathlib.Path, *, crop_frames: in
   """Infinite shuffled batches {'mix', 'target': float32[B, crop_frames, C]} of this process: its
   rows of each global batch of B x shard_count (see `pipeline.process_batches`), so the iterator's
   state, the number of global batches read, resumes on any number of processes."""
-  import grain  # pylint: disable=g-import-not-at-top
-
-  shard_index, shard_count = pipeline._shard(shard_index, shard_count)  # pylint: disable=protected-access
+  shard_index, shard_count = pipeline.process_shard(shard_index, shard_count)
   cropper = LatentCrop(latent_dir, crop_frames=crop_frames,
                        silence_threshold_db=silence_threshold_db, with_chroma=with_chroma,
                        with_harmony=with_harmony)
-  ds = grain.MapDataset.range(cropper.num_records).seed(pipeline.stream_seed(seed)).shuffle()
-  ds = pipeline.process_batches(ds.repeat().random_map(cropper), batch_size, shard_index,
-                                shard_count)
-  return ds.to_iter_dataset()
-
-
-class _EvalCrop:
-
-  def __init__(self, cropper: LatentCrop, seed: int, total: int):
-    self.cropper, self.seed, self.total = cropper, seed, total
-
-  def __call__(self, e: int) -> dict[str, np.ndarray]:
-    element = (int(e) * self.cropper.num_records) // self.total
-    return self.cropper(element, np.random.default_rng([self.seed, int(e)]))
+  return pipeline.train_stream(cropper, batch_size, seed, shard_index,
+                               shard_count).to_iter_dataset()
 
 
 def make_latent_eval_batches(latent_dir: str | pathlib.Path, *, crop_frames: int, batch_size: int,
@@ -278,13 +260,11 @@ def make_latent_eval_batches(latent_dir: str | pathlib.Path, *, crop_frames: int
                              ) -> list[dict[str, np.ndarray]]:
   """A fixed list of validation batches (same examples every call): this process's rows of each
   global batch, which do not depend on the number of processes."""
-  import grain  # pylint: disable=g-import-not-at-top
-
-  shard_index, shard_count = pipeline._shard(None, None)  # pylint: disable=protected-access
+  shard_index, shard_count = pipeline.process_shard()
   cropper = LatentCrop(latent_dir, crop_frames=crop_frames,
                        silence_threshold_db=silence_threshold_db, with_chroma=with_chroma,
                        with_harmony=with_harmony)
   total = max(batch_size * shard_count, (num_examples // (batch_size * shard_count))
               * batch_size * shard_count)
-  ds = grain.MapDataset.range(total).map(_EvalCrop(cropper, seed, total))
-  return list(pipeline.process_batches(ds, batch_size, shard_index, shard_count).to_iter_dataset())
+  return list(pipeline.eval_stream(cropper, batch_size, seed, total, shard_index,
+                                   shard_count).to_iter_dataset())

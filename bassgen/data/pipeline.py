@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import pathlib
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -146,17 +146,15 @@ class CropAndMix:
       start = seg_start + int(rng.integers(min(self.segment_samples, max_start - seg_start + 1)))
     else:  # a crop cannot start this late: anywhere in the track
       start = int(rng.integers(max_start + 1))
-    best = None
-    for attempt in range(self.max_crop_tries):
-      if attempt:
-        start = int(rng.integers(max_start + 1))
+    first = start
+
+    def target(start):
       target_S = self.read(track, start, slice(0, 1))[0]
-      level = rms_db(target_S)
-      if best is None or level > best[0]:
-        best = (level, start, target_S)
-      if self.silence_threshold_db is None or level >= self.silence_threshold_db:
-        break
-    _, start, target_S = best
+      return rms_db(target_S), target_S
+
+    start, target_S = redraw_silent(
+        lambda attempt: int(rng.integers(max_start + 1)) if attempt else first, target,
+        self.max_crop_tries, self.silence_threshold_db)
     mix_S, gains_K = mix_stems(self.read(track, start, slice(1, None)), rng, self.gain_db_range)
     out = {"mix": mix_S, "target": target_S}
     if self.with_metadata:
@@ -170,15 +168,33 @@ class CropAndMix:
     return self.example(int(element), rng)
 
 
-class _EvalExample:
-  """Deterministic eval example number `e`: evenly spaced over the data, rng seeded by (seed, e)."""
+def redraw_silent(draw_start: Callable[[int], int], measure: Callable[[int], tuple[float, Any]],
+                  tries: int, threshold_db: float | None) -> tuple[int, Any]:
+  """The silent-crop rule of training crops (audio here, latents in `latents.py`): crop starts
+  `draw_start(attempt)` are tried until `measure(start)` = (level in dB, payload) reaches
+  `threshold_db` (None: the first is kept), at most `tries` times; returns the (start, payload)
+  of the loudest try, so a silent track cannot stall the loop."""
+  best = None
+  for attempt in range(tries):
+    start = draw_start(attempt)
+    level, payload = measure(start)
+    if best is None or level > best[0]:
+      best = (level, start, payload)
+    if threshold_db is None or level >= threshold_db:
+      break
+  return best[1], best[2]
 
-  def __init__(self, cropper: CropAndMix, seed: int, total: int):
+
+class EvalExample:
+  """Deterministic eval example number `e` of `total`: evenly spaced over the `cropper`'s
+  `num_records` elements, drawn by `cropper(element, rng)` with rng seeded by (seed, e)."""
+
+  def __init__(self, cropper: Callable[[int, np.random.Generator], dict], seed: int, total: int):
     self.cropper, self.seed, self.total = cropper, int(seed), int(total)
 
   def __call__(self, e: int) -> dict[str, np.ndarray]:
     element = (int(e) * self.cropper.num_records) // self.total
-    return self.cropper.example(element, np.random.default_rng([self.seed, int(e)]))
+    return self.cropper(element, np.random.default_rng([self.seed, int(e)]))
 
 
 def stream_seed(seed: int) -> int:
@@ -187,7 +203,29 @@ def stream_seed(seed: int) -> int:
   return int(np.random.SeedSequence([int(seed), 0]).generate_state(1)[0])
 
 
-def _shard(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:
+def train_stream(cropper: Callable[[int, np.random.Generator], dict], batch_size: int, seed: int,
+                 shard_index: int, shard_count: int) -> grain.MapDataset:
+  """This process's batches of the global training stream: the `cropper`'s `num_records`
+  elements shuffled by `stream_seed(seed)` (re-shuffled every epoch), each drawn by
+  `cropper(element, rng)` (rng from the seed and the position), cut by `process_batches`."""
+  import grain  # pylint: disable=g-import-not-at-top
+
+  ds = grain.MapDataset.range(cropper.num_records).seed(stream_seed(seed)).shuffle().repeat()
+  return process_batches(ds.random_map(cropper), batch_size, shard_index, shard_count)
+
+
+def eval_stream(cropper: Callable[[int, np.random.Generator], dict], batch_size: int, seed: int,
+                total: int, shard_index: int, shard_count: int) -> grain.MapDataset:
+  """This process's batches of `total` fixed validation examples (`EvalExample`)."""
+  import grain  # pylint: disable=g-import-not-at-top
+
+  ds = grain.MapDataset.range(total).map(EvalExample(cropper, seed, total))
+  return process_batches(ds, batch_size, shard_index, shard_count)
+
+
+def process_shard(shard_index: int | None = None, shard_count: int | None = None
+                  ) -> tuple[int, int]:
+  """(this process's index, the process count), unless given."""
   if shard_index is None or shard_count is None:
     import jax  # pylint: disable=g-import-not-at-top
     shard_index = jax.process_index() if shard_index is None else shard_index
@@ -223,8 +261,11 @@ def _finish(ds: grain.MapDataset, worker_count: int, num_threads: int) -> grain.
   it = ds.to_iter_dataset(options)
   if worker_count > 0:
     from absl import flags  # pylint: disable=g-import-not-at-top
-    if not flags.FLAGS.is_parsed():  # grain workers read absl flags; outside absl.app they're unset
-      flags.FLAGS.mark_as_parsed()
+    if not flags.FLAGS.is_parsed():
+      raise BassgenError(
+          f"data.worker_count={worker_count}: Grain's worker processes read absl flags, which are "
+          "parsed only under absl.app.run (python -m bassgen.main). Elsewhere (a notebook, a "
+          "script) call absl.flags.FLAGS.mark_as_parsed() first, or use worker_count=0.")
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
   return it
 
@@ -245,15 +286,12 @@ def make_train_dataset(data_dir: str | pathlib.Path, *, crop_samples: int, batch
   jax.process_index()/jax.process_count(). `iter(ds)` supports get_state()/set_state() and
   grain.checkpoint.CheckpointSave/CheckpointRestore.
   """
-  import grain  # pylint: disable=g-import-not-at-top
-
   _check_args(data_dir, crop_samples, batch_size, gain_db_range)
-  shard_index, shard_count = _shard(shard_index, shard_count)
+  shard_index, shard_count = process_shard(shard_index, shard_count)
   cropper = CropAndMix(data_dir, crop_samples=crop_samples,
                        silence_threshold_db=silence_threshold_db, gain_db_range=gain_db_range,
                        max_crop_tries=max_crop_tries, with_metadata=with_metadata)
-  ds = grain.MapDataset.range(cropper.num_records).seed(stream_seed(seed)).shuffle().repeat()
-  ds = process_batches(ds.random_map(cropper), batch_size, shard_index, shard_count)
+  ds = train_stream(cropper, batch_size, seed, shard_index, shard_count)
   return _finish(ds, worker_count, num_threads)
 
 
@@ -273,10 +311,8 @@ def make_eval_dataset(data_dir: str | pathlib.Path, *, crop_samples: int, batch_
   global batches are the same for any number of processes. Same dict format as
   `make_train_dataset`.
   """
-  import grain  # pylint: disable=g-import-not-at-top
-
   _check_args(data_dir, crop_samples, batch_size, gain_db_range)
-  shard_index, shard_count = _shard(shard_index, shard_count)
+  shard_index, shard_count = process_shard(shard_index, shard_count)
   num_batches = int(num_examples) // (batch_size * shard_count)
   if num_batches < 1:
     raise BassgenError(f"{data_dir}: num_examples={num_examples} gives no full batch of "
@@ -285,5 +321,5 @@ def make_eval_dataset(data_dir: str | pathlib.Path, *, crop_samples: int, batch_
                        silence_threshold_db=silence_threshold_db, gain_db_range=gain_db_range,
                        max_crop_tries=max_crop_tries, with_metadata=with_metadata)
   total = num_batches * batch_size * shard_count
-  ds = grain.MapDataset.range(total).map(_EvalExample(cropper, seed, total))
-  return _finish(process_batches(ds, batch_size, shard_index, shard_count), 0, num_threads)
+  ds = eval_stream(cropper, batch_size, seed, total, shard_index, shard_count)
+  return _finish(ds, 0, num_threads)

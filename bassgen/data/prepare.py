@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from bassgen.data import audio
 from bassgen.data import records
 from bassgen.data import sources
 from bassgen.errors import BassgenError
@@ -67,7 +68,6 @@ def _reason(e: Exception, f: pathlib.Path) -> str:
 
 def _check_headers(track: sources.Track) -> tuple[int, int] | sources.Skipped:
   """Native (sample rate, frames) shared by all files, or why the track must be skipped."""
-  from bassgen.data import audio  # pylint: disable=g-import-not-at-top
 
   infos = []
   for f in track.files:
@@ -94,7 +94,6 @@ def _check_headers(track: sources.Track) -> tuple[int, int] | sources.Skipped:
 def _load_sum(track: sources.Track, files: tuple[pathlib.Path, ...], frames: int,
               sample_rate: int) -> np.ndarray | sources.Skipped:
   """Loads, downmixes, checks and sums `files`, then resamples the sum once."""
-  from bassgen.data import audio  # pylint: disable=g-import-not-at-top
 
   total = None
   native_sr = None
@@ -180,7 +179,6 @@ def _load_index(path: pathlib.Path) -> dict[str, Any] | None:
 
 
 def _write_index(out: pathlib.Path, index: dict[str, Any]) -> None:
-  from bassgen.data import audio  # pylint: disable=g-import-not-at-top
   audio.atomic_write_text(out / INDEX_NAME, json.dumps(index, indent=1) + "\n", overwrite=True)
 
 
@@ -204,7 +202,6 @@ def prepare(layout: str, root: str | pathlib.Path, out: str | pathlib.Path, *,
     workers: processes that read audio in parallel (1: in this process).
     log: where progress, warnings and the summary go (default: stderr).
   """
-  from bassgen.data import audio  # pylint: disable=g-import-not-at-top
 
   log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
   if sample_rate <= 0:

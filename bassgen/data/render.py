@@ -25,6 +25,7 @@ import zlib
 
 import numpy as np
 
+from bassgen.data import audio, synth
 from bassgen.errors import BassgenError
 
 DEFAULT_SAMPLE_RATE = 44100
@@ -133,7 +134,6 @@ def _clear_partials(out_dir: pathlib.Path, name: str) -> None:
 
 def write_track(song, out_dir: pathlib.Path, *, sample_rate: int, soundfont: str | None) -> Result:
   """Renders every stem of `song` and writes its folder (skipped when already finished)."""
-  from bassgen.data import audio, synth  # pylint: disable=g-import-not-at-top
 
   final = out_dir / song.name
   if (final / "song.json").is_file():
@@ -200,7 +200,6 @@ def _job(job: tuple) -> Result:
 
 
 def _check(out_dir, sample_rate, soundfont, workers) -> tuple[pathlib.Path, int]:
-  from bassgen.data import audio, synth  # pylint: disable=g-import-not-at-top
 
   if not 8000 <= int(sample_rate) <= 192000:
     raise BassgenError(f"--sample-rate {sample_rate}: choose a rate between 8000 and 192000 Hz.")

@@ -23,6 +23,7 @@ import json
 import os
 import pathlib
 
+from bassgen.data.audio import AUDIO_EXTENSIONS
 from bassgen.errors import BassgenError
 
 LAYOUTS = ("musdb", "slakh", "moisesdb", "folder")
@@ -96,7 +97,6 @@ def scan(layout: str, root: str | os.PathLike, *, target: str = "bass", subset: 
 
 
 def _audio_files(folder: pathlib.Path) -> list[pathlib.Path]:
-  from bassgen.data.audio import AUDIO_EXTENSIONS  # pylint: disable=g-import-not-at-top
   return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
                 and p.suffix.lower() in AUDIO_EXTENSIONS)
 

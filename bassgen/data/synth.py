@@ -25,6 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from bassgen import notes
+from bassgen.data.audio import resample
 from bassgen.errors import BassgenError
 
 RENDER_RATE = 48000  # midirenderer's fixed output rate
@@ -345,7 +346,6 @@ def render_parts(parts: list[Part], *, tempo: float, end_time: float, sample_rat
   With `share`, parts that can be are rendered two at a time (see the module docstring and
   `plan_renders`); without, each part is rendered alone with the same pan: the stems are equal.
   """
-  from bassgen.data.audio import resample  # pylint: disable=g-import-not-at-top
 
   num_samples = int(round(end_time * sample_rate))
   stems = {}

@@ -17,8 +17,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from bassgen.data import audio
 from bassgen.errors import BassgenError
 from bassgen.evaluation.pitch import PitchTrack, as_notes, midi_to_hz, notes_to_track
+from bassgen.evaluation.score import read_score
 
 SR = 16000
 HOP = 1024
@@ -29,9 +31,8 @@ _FMIN_HZ = 32.70
 def chroma(mix_S: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
   """(times [T] s, chroma [T, 12] with rows summing to 1, zeros where silent) of a mix."""
   import librosa  # pylint: disable=g-import-not-at-top
-  from bassgen.data.audio import resample  # pylint: disable=g-import-not-at-top
 
-  x = resample(np.asarray(mix_S, np.float32), sample_rate, SR)
+  x = audio.resample(np.asarray(mix_S, np.float32), sample_rate, SR)
   if len(x) < HOP or not np.any(x):
     n = max(1, len(x) // HOP + 1)
     return np.arange(n) * HOP / SR, np.zeros((n, 12), np.float32)
@@ -132,8 +133,6 @@ def fit_on_renders(folder: str | pathlib.Path, *, max_tracks: int = 150, seconds
                    seed: int = 0) -> LinearChromaBaseline:
   """Fits on rendered training tracks: each mix a random non-empty subset of the non-bass stems
   (as the training pipeline mixes them), first `seconds`."""
-  from bassgen.data import audio  # pylint: disable=g-import-not-at-top
-  from bassgen.evaluation.score import read_score  # pylint: disable=g-import-not-at-top
 
   folder = pathlib.Path(folder)
   tracks = sorted(p for p in folder.iterdir() if (p / "song.json").is_file()) if folder.is_dir() \

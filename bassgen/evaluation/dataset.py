@@ -26,8 +26,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from bassgen.data import audio, pipeline, records
 from bassgen.errors import BassgenError
-from bassgen.evaluation import pitch
+from bassgen.evaluation import distribution, pitch, suite
 from bassgen.evaluation import score as score_lib
 
 SYSTEMS = ("generated", "true_bass", "ground_truth_ae", "shuffled", "silence")
@@ -68,7 +69,6 @@ def load_tracks(data_dir: str | pathlib.Path, sample_rate: int, *, seconds: floa
   With `max_tracks`, that many tracks spread evenly over the sorted list (so both songs and
   chorales of a render are represented).
   """
-  from bassgen.data import audio, pipeline, records  # pylint: disable=g-import-not-at-top
 
   data_dir = pathlib.Path(data_dir)
   if not data_dir.is_dir():
@@ -120,20 +120,18 @@ def generated_path(folder: pathlib.Path, name: str) -> pathlib.Path:
 
 
 def generate_missing(tracks: Sequence[Track], sample_rate: int, folder: pathlib.Path, *,
-                     checkpoint: str | None, options: Any = None, style: np.ndarray | None = None,
-                     log: Callable[[str], None] = print) -> None:
-  """Writes GENERATED/<track>.bass.wav for tracks that lack one, with the model at `checkpoint`."""
-  from bassgen.data import audio  # pylint: disable=g-import-not-at-top
+                     load_generator: Callable[[], Any] | None, options: Any = None,
+                     style: np.ndarray | None = None, log: Callable[[str], None] = print) -> None:
+  """Writes GENERATED/<track>.bass.wav for tracks that lack one, with the generator (a
+  `generation.BassGenerator`) that `load_generator()` gives; None: none may be missing."""
 
   missing = [t for t in tracks if not generated_path(folder, t.name).is_file()]
   if not missing:
     return
-  if not checkpoint:
+  if load_generator is None:
     raise BassgenError(f"{generated_path(folder, missing[0].name)}: missing. Generate the stems "
                        "first (bassgen sample), or pass --checkpoint to generate them here.")
-  from bassgen.generation import BassGenerator  # pylint: disable=g-import-not-at-top
-
-  gen = BassGenerator.load(checkpoint)
+  gen = load_generator()
   folder.mkdir(parents=True, exist_ok=True)
   for i, t in enumerate(missing):
     log(f"[{i + 1}/{len(missing)}] generating {t.name}")
@@ -144,7 +142,6 @@ def generate_missing(tracks: Sequence[Track], sample_rate: int, folder: pathlib.
 
 def load_generated(tracks: Sequence[Track], sample_rate: int, folder: pathlib.Path
                    ) -> list[np.ndarray]:
-  from bassgen.data import audio  # pylint: disable=g-import-not-at-top
 
   out = []
   for t in tracks:
@@ -158,7 +155,6 @@ def load_generated(tracks: Sequence[Track], sample_rate: int, folder: pathlib.Pa
 
 def baselines(tracks: Sequence[Track], codec: Any, sample_rate: int) -> dict[str, list[np.ndarray]]:
   """The three baselines of every track: true bass through `codec`, another track's bass, zeros."""
-  from bassgen.data import audio  # pylint: disable=g-import-not-at-top
 
   n = len(tracks)
   through = []
@@ -183,7 +179,6 @@ def score(tracks: Sequence[Track], systems: dict[str, Sequence[np.ndarray]], sam
           reference: np.ndarray | Sequence[np.ndarray] | None = None, tracker: str = "auto",
           embedding: str = "stats", log: Callable[[str], None] = print) -> dict[str, Any]:
   """Per-track and mean metrics of every system; see the module docstring."""
-  from bassgen.evaluation import distribution, suite  # pylint: disable=g-import-not-at-top
 
   refs = ([reference] * len(tracks) if isinstance(reference, np.ndarray) else reference)
   result: dict[str, Any] = {"sample_rate": sample_rate, "tracks": [t.name for t in tracks],
@@ -308,7 +303,6 @@ def check_report_paths(out_json: pathlib.Path, *, overwrite: bool = False
 def write_report(result: dict[str, Any], out_json: pathlib.Path, *, overwrite: bool = False
                  ) -> list[pathlib.Path]:
   """report.json, report.md (the table) and report.png (bars per metric) next to each other."""
-  from bassgen.data.audio import atomic_write_text  # pylint: disable=g-import-not-at-top
 
   _, md, png = check_report_paths(out_json, overwrite=overwrite)
 
@@ -321,7 +315,7 @@ def write_report(result: dict[str, Any], out_json: pathlib.Path, *, overwrite: b
       return [clean(v) for v in x]
     return x
 
-  atomic_write_text(out_json, json.dumps(clean(result), indent=1) + "\n", overwrite=overwrite)
-  atomic_write_text(md, markdown_table(result), overwrite=overwrite)
+  audio.atomic_write_text(out_json, json.dumps(clean(result), indent=1) + "\n", overwrite=overwrite)
+  audio.atomic_write_text(md, markdown_table(result), overwrite=overwrite)
   plot(result, png)
   return [out_json, md, png]

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
+from bassgen.data.audio import load_audio, resample
 from bassgen.errors import BassgenError
 from bassgen.evaluation._signal import as_mono, check_sample_rate, default_n_fft
 from bassgen.evaluation.frechet import frechet_distance, gaussian_stats
@@ -102,7 +103,6 @@ def embed(items: Iterable, sample_rate: int, embedding: str | Embedding | None =
           *, name: str = "set") -> np.ndarray:
   """Embeds each item (a mono waveform at `sample_rate`, or an audio file path) and stacks all
   vectors into [N, D]."""
-  from bassgen.data.audio import load_audio, resample  # pylint: disable=g-import-not-at-top
 
   sr = check_sample_rate(sample_rate)
   fn = load_embedding(embedding)

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from bassgen import numba_cache
+from bassgen.data.audio import resample
 from bassgen.errors import BassgenError
 # Notes, tracks and the f0-to-notes step live with the product code that writes MIDI; evaluation
 # code imports them from here as before.
@@ -89,7 +90,6 @@ def track_pitch(wav, sample_rate: int, *, tracker: str = "auto", fmin: float = B
 
 def _track_pyin(wav_S: np.ndarray, sr: int, fmin: float, fmax: float) -> PitchTrack:
   import librosa  # pylint: disable=g-import-not-at-top
-  from bassgen.data.audio import resample  # pylint: disable=g-import-not-at-top
 
   if _PYIN_SR / fmin > _PYIN_FRAME // 2:
     raise BassgenError(f"fmin={fmin} Hz is too low for pyin's {_PYIN_FRAME}-sample frames; "
@@ -115,7 +115,6 @@ def _track_pyin(wav_S: np.ndarray, sr: int, fmin: float, fmax: float) -> PitchTr
 def _track_swift(wav_S: np.ndarray, sr: int, fmin: float, fmax: float) -> PitchTrack:
   global _swift_detector
   import swift_f0  # pylint: disable=g-import-not-at-top
-  from bassgen.data.audio import resample  # pylint: disable=g-import-not-at-top
 
   if 2 * fmax < _SWIFT_MIN_HZ * 1.05 or 2 * fmin > _SWIFT_MAX_HZ:
     raise BassgenError(f"fmin={fmin}, fmax={fmax}: swift-f0 covers {_SWIFT_MIN_HZ / 2:.1f} to "

@@ -7,15 +7,38 @@ Shapes: `wav_BxS` audio, `spec_BxTxF` complex STFT (T = S // hop frames, F = n_f
 """
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
-import ml_collections
 from flax import nnx
 
 from bassgen import spectral
+from bassgen.models import typed
+from bassgen.models.layers import AXIS_IN, AXIS_OUT, partitioned
 
-# Logical axis names of parameters; `configs/*.py` map them to mesh axes (sharding.rules).
-CONV_IN, CONV_OUT = "conv_in", "conv_out"
+
+@dataclasses.dataclass(frozen=True)
+class AutoencoderConfig:
+  """The autoencoder's architecture (the `model` section of configs/autoencoder.py)."""
+  n_fft: int
+  hop: int
+  spec_exponent: float          # the network sees |X|^a e^{i phi}
+  num_down: int                 # time down-sampling 2**num_down after the STFT hop
+  widths: tuple[int, ...]       # one per resolution (num_down + 1)
+  dilations: tuple[int, ...]    # one residual block per entry, at every resolution
+  kernel_size: int
+  latent_channels: int
+
+  def __post_init__(self):
+    if self.n_fft % self.hop:
+      raise ValueError("model.n_fft must be a multiple of model.hop")
+    if len(self.widths) != self.num_down + 1:
+      raise ValueError("model.widths needs num_down + 1 entries (one per resolution)")
+
+  @classmethod
+  def from_config(cls, section) -> "AutoencoderConfig":
+    return typed.from_section(cls, section)
 
 
 def _conv(c_in: int, c_out: int, k: int, *, rngs: nnx.Rngs, stride: int = 1, dilation: int = 1,
@@ -24,8 +47,8 @@ def _conv(c_in: int, c_out: int, k: int, *, rngs: nnx.Rngs, stride: int = 1, dil
   return nnx.Conv(
       c_in, c_out, kernel_size=(k,), strides=(stride,), kernel_dilation=(dilation,),
       padding="SAME", rngs=rngs,
-      kernel_init=nnx.with_partitioning(init, (None, CONV_IN, CONV_OUT)),
-      bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), (CONV_OUT,)))
+      kernel_init=partitioned(init, (None, AXIS_IN, AXIS_OUT)),
+      bias_init=partitioned(nnx.initializers.zeros_init(), (AXIS_OUT,)))
 
 
 class ResBlock(nnx.Module):
@@ -42,7 +65,7 @@ class ResBlock(nnx.Module):
 
 class Encoder(nnx.Module):
 
-  def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
+  def __init__(self, cfg: AutoencoderConfig, *, rngs: nnx.Rngs):
     widths = list(cfg.widths)
     n_bins = cfg.n_fft // 2 + 1
     self.conv_in = _conv(2 * n_bins, widths[0], cfg.kernel_size, rngs=rngs)
@@ -66,7 +89,7 @@ class Encoder(nnx.Module):
 
 class Decoder(nnx.Module):
 
-  def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
+  def __init__(self, cfg: AutoencoderConfig, *, rngs: nnx.Rngs):
     widths = list(cfg.widths)[::-1]
     n_bins = cfg.n_fft // 2 + 1
     self.conv_in = _conv(cfg.latent_channels, widths[0], cfg.kernel_size, rngs=rngs)
@@ -92,13 +115,9 @@ class Decoder(nnx.Module):
 
 
 class Autoencoder(nnx.Module):
-  """Waveform <-> latent. `cfg` is the `model` section of configs/autoencoder.py."""
+  """Waveform <-> latent: `Autoencoder(AutoencoderConfig.from_config(config.model), rngs=...)`."""
 
-  def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
-    if cfg.n_fft % cfg.hop:
-      raise ValueError("model.n_fft must be a multiple of model.hop")
-    if len(cfg.widths) != cfg.num_down + 1:
-      raise ValueError("model.widths needs num_down + 1 entries (one per resolution)")
+  def __init__(self, cfg: AutoencoderConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     self.encoder = Encoder(cfg, rngs=rngs)
     self.decoder = Decoder(cfg, rngs=rngs)
@@ -148,7 +167,3 @@ def decompress(feat_BxTx2F: jax.Array, exponent: float) -> jax.Array:
   c = re + 1j * im
   mag = jnp.sqrt(re**2 + im**2 + 1e-18)
   return c * mag ** (1.0 / exponent - 1.0)
-
-
-def num_params(module: nnx.Module) -> int:
-  return sum(x.size for x in jax.tree.leaves(nnx.state(module, nnx.Param)))

@@ -8,22 +8,12 @@ import ml_collections
 from bassgen import spectral
 
 
-def _safe_mag(spec: jax.Array, eps: float = 1e-12) -> jax.Array:
-  """|X| with a finite gradient at X = 0 (a silent crop, or a freshly initialised decoder)."""
-  return jnp.sqrt(spec.real**2 + spec.imag**2 + eps)
-
-
-def _mel_power(wav_BxS: jax.Array, sample_rate: int, n_fft: int, n_mels: int) -> jax.Array:
-  mag2 = _safe_mag(spectral.stft(wav_BxS, n_fft, n_fft // 4)) ** 2
-  return mag2 @ jnp.asarray(spectral.mel_filterbank(sample_rate, n_fft, n_mels))
-
-
 def spectral_terms(wav_pred_BxS: jax.Array, wav_true_BxS: jax.Array, n_fft: int,
                    eps: float = 1e-5) -> tuple[jax.Array, jax.Array]:
   """(spectral convergence, mean |log-magnitude difference|) at one resolution, hop n_fft / 4."""
   hop = n_fft // 4
-  mag_p = _safe_mag(spectral.stft(wav_pred_BxS, n_fft, hop))
-  mag_t = _safe_mag(spectral.stft(wav_true_BxS, n_fft, hop))
+  mag_p = spectral.safe_mag(spectral.stft(wav_pred_BxS, n_fft, hop))
+  mag_t = spectral.safe_mag(spectral.stft(wav_true_BxS, n_fft, hop))
   sc = jnp.sqrt((jnp.sum((mag_t - mag_p) ** 2, axis=(1, 2)) + eps) /
                 (jnp.sum(mag_t**2, axis=(1, 2)) + eps))
   logmag = jnp.mean(jnp.abs(jnp.log(mag_t + eps) - jnp.log(mag_p + eps)))
@@ -48,7 +38,7 @@ def lowband_terms(wav_pred_BxS: jax.Array, wav_true_BxS: jax.Array, *, n_fft: in
   k = max(2, int(max_hz * n_fft / sample_rate) + 1)
   spec_p = spectral.stft(wav_pred_BxS, n_fft, hop)[..., :k]
   spec_t = spectral.stft(wav_true_BxS, n_fft, hop)[..., :k]
-  mag_p, mag_t = _safe_mag(spec_p), _safe_mag(spec_t)
+  mag_p, mag_t = spectral.safe_mag(spec_p), spectral.safe_mag(spec_t)
   sc = jnp.sqrt((jnp.sum((mag_t - mag_p) ** 2, axis=(1, 2)) + eps) /
                 (jnp.sum(mag_t**2, axis=(1, 2)) + eps))
   db_p = 20.0 * jnp.log10(mag_p + eps)
@@ -57,7 +47,7 @@ def lowband_terms(wav_pred_BxS: jax.Array, wav_true_BxS: jax.Array, *, n_fft: in
   db = jnp.mean(jnp.abs(jnp.maximum(db_p, floor) - jnp.maximum(db_t, floor)))
   adv_p = spec_p[:, 1:] * jnp.conj(spec_p[:, :-1])
   adv_t = spec_t[:, 1:] * jnp.conj(spec_t[:, :-1])
-  unit = lambda a: a / _safe_mag(a, 1e-10)
+  unit = lambda a: a / spectral.safe_mag(a, 1e-10)
   w = jnp.sqrt(mag_t[:, 1:] * mag_t[:, :-1])
   w = w / (jnp.sum(w, axis=(1, 2), keepdims=True) + eps)
   phase = jnp.sum(w * jnp.abs(unit(adv_p) - unit(adv_t)), axis=(1, 2))
@@ -70,8 +60,9 @@ def log_mel_l1_db(wav_pred_BxS: jax.Array, wav_true_BxS: jax.Array, *, sample_ra
 
   This is the evaluation's log-mel distance, made differentiable (it is 0-gradient below the floor).
   """
-  db_p = 10.0 * jnp.log10(_mel_power(wav_pred_BxS, sample_rate, n_fft, n_mels) + 1e-10)
-  db_t = 10.0 * jnp.log10(_mel_power(wav_true_BxS, sample_rate, n_fft, n_mels) + 1e-10)
+  mel = lambda w: spectral.mel_power(w, sample_rate, n_fft, n_fft // 4, n_mels, differentiable=True)
+  db_p = 10.0 * jnp.log10(mel(wav_pred_BxS) + 1e-10)
+  db_t = 10.0 * jnp.log10(mel(wav_true_BxS) + 1e-10)
   floor = jnp.max(db_t, axis=(1, 2), keepdims=True) - floor_db
   return jnp.mean(jnp.abs(jnp.maximum(db_p, floor) - jnp.maximum(db_t, floor)))
 

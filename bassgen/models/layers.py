@@ -13,9 +13,15 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-# Logical axis names of parameters (the same names as the autoencoder's); the config's sharding
-# rules map them to mesh axes.
+# Logical axis names of parameters (of every network here); the config's sharding rules map them to
+# mesh axes.
 AXIS_IN, AXIS_OUT = "conv_in", "conv_out"
+
+
+def partitioned(init, names: tuple):
+  """`init` whose parameter carries the logical axis `names`. It is placed by jit's out_shardings
+  (bassgen/sharding.py), never eagerly where it is created."""
+  return nnx.with_partitioning(init, names, eager_sharding=False)
 
 
 def _kernel_init(scale: float = 1.0, names: tuple = (AXIS_IN, AXIS_OUT)):
@@ -23,11 +29,11 @@ def _kernel_init(scale: float = 1.0, names: tuple = (AXIS_IN, AXIS_OUT)):
     init = nnx.initializers.zeros_init()
   else:
     init = nnx.initializers.variance_scaling(scale, "fan_avg", "uniform")
-  return nnx.with_partitioning(init, names)
+  return partitioned(init, names)
 
 
 def _bias_init():
-  return nnx.with_partitioning(nnx.initializers.zeros_init(), (AXIS_OUT,))
+  return partitioned(nnx.initializers.zeros_init(), (AXIS_OUT,))
 
 
 def dense(c_in: int, c_out: int, *, rngs: nnx.Rngs, scale: float = 1.0,
@@ -55,7 +61,7 @@ def group_norm(channels: int, groups: int, *, rngs: nnx.Rngs,
     raise ValueError(f"{channels} channels cannot be split into {groups} norm groups: "
                      "set model.norm_groups to a divisor of every entry of model.channels")
   return nnx.GroupNorm(channels, num_groups=groups, epsilon=1e-5, dtype=dtype, rngs=rngs,
-                       scale_init=nnx.with_partitioning(nnx.initializers.ones_init(), (AXIS_OUT,)),
+                       scale_init=partitioned(nnx.initializers.ones_init(), (AXIS_OUT,)),
                        bias_init=_bias_init())
 
 
@@ -113,14 +119,14 @@ class ResBlock(nnx.Module):
     self.conv1 = conv(c_in, c_out, kernel_size, rngs=rngs, dtype=dtype)
     self.film = dense(emb_dim, 2 * c_out, rngs=rngs, dtype=dtype)
     self.norm2 = group_norm(c_out, groups, rngs=rngs, dtype=dtype)
-    self.dropout = nnx.Dropout(dropout, rngs=rngs)
+    self.dropout = nnx.Dropout(dropout)   # its key comes with each call
     self.conv2 = conv(c_out, c_out, kernel_size, rngs=rngs, scale=0.0, dtype=dtype)
     self.skip = conv(c_in, c_out, 1, rngs=rngs, dtype=dtype) if c_in != c_out else None
 
   def __call__(self, h_BxTxC: jax.Array, emb_BxE: jax.Array,
                frame_mask_BxT: jax.Array | None = None,
                dropout_key: jax.Array | None = None) -> jax.Array:
-    """`dropout_key` feeds the dropout in training (else the module's own rng stream)."""
+    """`dropout_key` drives the dropout in training mode (required there when dropout > 0)."""
     x = self.conv1(jax.nn.silu(masked_norm(self.norm1, h_BxTxC, frame_mask_BxT)))
     scale_BxC, shift_BxC = jnp.split(self.film(jax.nn.silu(emb_BxE)), 2, axis=-1)
     x = masked_norm(self.norm2, x, frame_mask_BxT)
@@ -213,3 +219,10 @@ class SelfAttention(nnx.Module):
     mask = None if frame_mask_BxT is None else (frame_mask_BxT > 0)[:, None, None, :]
     o_BxTxNxH = jax.nn.dot_product_attention(q_BxTxNxH, k_BxTxNxH, v_BxTxNxH, bias=bias, mask=mask)
     return h_BxTxC + self.out(o_BxTxNxH.reshape(b, t, c))
+
+
+def count_params(model_or_params) -> int:
+  """Number of trainable parameters of a module, or of the arrays of a parameter tree."""
+  tree = (nnx.state(model_or_params, nnx.Param) if isinstance(model_or_params, nnx.Module)
+          else model_or_params)
+  return sum(x.size for x in jax.tree.leaves(tree))

@@ -13,36 +13,96 @@ Bias) runs at the levels listed in `model.attn_levels` and in the middle block. 
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from flax import nnx
 
 from bassgen.errors import BassgenError
-from bassgen.models import harmony, layers
+from bassgen.models import harmony, layers, typed
+from bassgen.models.layers import count_params  # noqa: F401  (unet.count_params, as benchmarks use it)
 
 POSITIONS = ("dpb", "sinusoidal", "none")
 
 
-def length_multiple(cfg: ml_collections.ConfigDict) -> int:
-  """Latent lengths the U-Net accepts are multiples of this (2 ** number of downsamplings)."""
-  return 2 ** (len(cfg.channels) - 1)
+@dataclasses.dataclass(frozen=True)
+class HarmonyConfig:
+  """The harmony head (bassgen/models/harmony.py) of `model.harmony`; its training-only keys
+  (aux_weight, predicted_path_*) are read by the trainer."""
+  enabled: bool = False
+  hidden: int = 0
+  kernel_size: int = 9
+  equivariant: bool = True   # False: the ablation without sharing across transpositions
 
 
-def harmony_enabled(cfg: ml_collections.ConfigDict) -> bool:
-  return bool(cfg.get("harmony", {}).get("enabled", False))
+@dataclasses.dataclass(frozen=True)
+class UNetConfig:
+  """The U-Net's architecture (the `model` section of configs/ldm.py)."""
+  latent_channels: int
+  channels: tuple[int, ...]      # one entry per resolution; time halves between levels
+  num_blocks: int
+  attn_levels: tuple[int, ...]
+  num_heads: int
+  dpb_hidden: int
+  emb_dim: int
+  norm_groups: int
+  dropout: float
+  kernel_size: int = 3
+  dpb_depth: int = 2
+  position: str = "dpb"
+  dtype: str = "float32"         # compute dtype; parameters are float32
+  mix_chroma: bool = False       # the condition carries the mix's 12-bin chroma
+  harmony: HarmonyConfig = HarmonyConfig()
+
+  def __post_init__(self):
+    if self.position not in POSITIONS:
+      raise BassgenError(f"model.position is {self.position!r}; choose one of {POSITIONS} "
+                         "(e.g. --config.model.position=dpb)")
+    levels = len(self.channels)
+    bad = [a for a in self.attn_levels if not 0 <= a < levels]
+    if bad:
+      raise BassgenError(f"model.attn_levels {tuple(self.attn_levels)} names levels outside "
+                         f"0..{levels - 1}")
+    if self.harmony.enabled and not self.mix_chroma:
+      raise BassgenError("model.harmony.enabled needs model.mix_chroma=True (the harmony head "
+                         "reads the mix chroma)")
+    try:
+      jnp.dtype(self.dtype)
+    except TypeError:
+      raise BassgenError(f"model.dtype is {self.dtype!r}; use 'float32' or 'bfloat16'") from None
+
+  @classmethod
+  def from_config(cls, section) -> "UNetConfig":
+    return typed.from_section(cls, section, nested={"harmony": HarmonyConfig})
+
+  @classmethod
+  def of(cls, cfg: "UNetConfig | Mapping") -> "UNetConfig":
+    """`cfg` itself, or the typed config of a `model` section."""
+    return cfg if isinstance(cfg, cls) else cls.from_config(cfg)
 
 
-def cond_channels(cfg: ml_collections.ConfigDict) -> int:
+def length_multiple(cfg: UNetConfig) -> int:
+  """Latent lengths the U-Net accepts are multiples of this (2 ** number of downsamplings).
+  (`cfg`: a `UNetConfig` or the `model` section it is built from, as for the helpers below.)"""
+  return 2 ** (len(UNetConfig.of(cfg).channels) - 1)
+
+
+def harmony_enabled(cfg: UNetConfig) -> bool:
+  return UNetConfig.of(cfg).harmony.enabled
+
+
+def cond_channels(cfg: UNetConfig) -> int:
   """Channels of the condition: the mix latent (+ 12 pitch-class channels with `mix_chroma`)
   (+ 12 one-hot bass pitch-class channels with `harmony.enabled`)."""
-  return (cfg.latent_channels + (12 if cfg.get("mix_chroma", False) else 0)
-          + (harmony.NUM_PC if harmony_enabled(cfg) else 0))
+  cfg = UNetConfig.of(cfg)
+  return (cfg.latent_channels + (12 if cfg.mix_chroma else 0)
+          + (harmony.NUM_PC if cfg.harmony.enabled else 0))
 
 
-def sampling_cond_channels(cfg: ml_collections.ConfigDict) -> int:
+def sampling_cond_channels(cfg: UNetConfig) -> int:
   """Channels of the condition a sampler is given: the mix latent and chroma; the harmony
   channels are added inside the sampler from the head's prediction (`complete_condition`)."""
   return cond_channels(cfg) - (harmony.NUM_PC if harmony_enabled(cfg) else 0)
@@ -56,39 +116,26 @@ def _downsample_mask(frame_mask_BxT: jax.Array | None) -> jax.Array | None:
 
 
 class UNet1D(nnx.Module):
-  """`UNet1D(config.model, rngs=...)`; call `model(x_BxTxC, sigma_B, cond_BxTxC, cond_mask_B)`.
+  """`UNet1D(UNetConfig.from_config(config.model), rngs=...)`; call
+  `model(x_BxTxC, sigma_B, cond_BxTxC, cond_mask_B)`.
 
-  `cfg` is the `model` section of configs/ldm.py. The optional `frame_mask_BxT` (1 = real frame,
-  0 = padding) keeps padded frames out of norm statistics and attention keys.
+  The optional `frame_mask_BxT` (1 = real frame, 0 = padding) keeps padded frames out of norm
+  statistics and attention keys.
   """
 
-  def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
-    if cfg.position not in POSITIONS:
-      raise BassgenError(f"model.position is {cfg.position!r}; choose one of {POSITIONS} "
-                         "(in configs/ldm.py or with --config.model.position=dpb)")
-    channels = tuple(cfg.channels)
+  def __init__(self, cfg: UNetConfig, *, rngs: nnx.Rngs):
+    channels = cfg.channels
     levels = len(channels)
-    bad = [a for a in cfg.attn_levels if not 0 <= a < levels]
-    if bad:
-      raise BassgenError(f"model.attn_levels {tuple(cfg.attn_levels)} names levels outside "
-                         f"0..{levels - 1}; fix it in configs/ldm.py")
-    if harmony_enabled(cfg) and not cfg.get("mix_chroma", False):
-      raise BassgenError("model.harmony.enabled needs model.mix_chroma=True (the harmony head "
-                         "reads the mix chroma); fix configs/ldm.py or the overrides")
     self.latent_channels = cfg.latent_channels
     self.cond_channels = cond_channels(cfg)
     # The harmony head (bassgen/models/harmony.py): mix chroma -> bass pitch-class logits.
     self.harmony = (harmony.HarmonyHead(cfg.harmony.hidden, cfg.harmony.kernel_size, rngs=rngs,
-                                        equivariant=cfg.harmony.get("equivariant", True))
-                    if harmony_enabled(cfg) else None)
+                                        equivariant=cfg.harmony.equivariant)
+                    if cfg.harmony.enabled else None)
     self.position = cfg.position
     self.multiple = length_multiple(cfg)
     groups, emb_dim = cfg.norm_groups, cfg.emb_dim
-    try:
-      dtype = jnp.dtype(cfg.dtype)
-    except TypeError:
-      raise BassgenError(f"model.dtype is {cfg.dtype!r}; use 'float32' or 'bfloat16' "
-                         "(configs/ldm.py)") from None
+    dtype = jnp.dtype(cfg.dtype)
 
     def res(c_in, c_out):
       return layers.ResBlock(c_in, c_out, emb_dim, groups=groups, kernel_size=cfg.kernel_size,
@@ -160,7 +207,7 @@ class UNet1D(nnx.Module):
                cond_mask_B: jax.Array, frame_mask_BxT: jax.Array | None = None,
                dropout_key: jax.Array | None = None) -> jax.Array:
     """Returns F_BxTxC in float32. `dropout_key` drives dropout in training mode (each block
-    folds in its own index); without it the module's own rng stream is used."""
+    folds in its own index); the module holds no random state of its own."""
     b, t, c = x_BxTxC.shape
     if c != self.latent_channels or cond_BxTxC.shape != (b, t, self.cond_channels):
       raise BassgenError(
@@ -213,8 +260,3 @@ class UNet1D(nnx.Module):
         h = self.upsample[i](h)
     h = jax.nn.silu(layers.masked_norm(self.norm_out, h, frame_mask_BxT))
     return self.conv_out(h).astype(jnp.float32)
-
-
-def count_params(model: nnx.Module) -> int:
-  """Number of trainable parameters."""
-  return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))

@@ -1,30 +1,32 @@
-"""Training loop of the conditional latent diffusion model (forked from the autoencoder's loop).
+"""The conditional latent diffusion model's part of training (the loop is `trainers/common.py`):
+the EDM denoising loss (plus the harmony head's cross-entropy), validation losses at fixed noise
+levels with and without the mix, the latent cache, and the export.
 
 Reads cached latents (mix and bass, normalised) made once with the trained autoencoder named in
-`cfg.autoencoder_checkpoint`; builds the cache under `workdir/latents/` if it is missing. The train
-step is pure and jitted once with explicit shardings: `train_step(state, batch, key) -> (state,
-metrics)`, state = {step, params, ema, opt} of pure-dict arrays, donated.
+`cfg.autoencoder_checkpoint`; builds the cache under `workdir/latents/` if it is missing.
+
+    python -m bassgen.main --config=configs/ldm.py:runlocal --workdir=runs/ldm
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import pathlib
-import time
 from typing import Any, Callable
 
 import jax
-from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from bassgen import checkpointing, sharding
+from bassgen.codec import Codec
+from bassgen.data import latents
 from bassgen.diffusion import edm
+from bassgen.errors import BassgenError
 from bassgen.models import harmony
-from bassgen.models.unet import UNet1D, count_params, harmony_enabled
+from bassgen.models.unet import UNet1D, UNetConfig
 from bassgen.trainers import common
 
 # Validation noise levels. The first three are the ones the loss ratio target is stated at; the
@@ -32,55 +34,89 @@ from bassgen.trainers import common
 VAL_SIGMAS = (0.2, 0.5, 1.0, 2.0, 5.0)
 VAL_LOSS_SIGMAS = (0.2, 0.5, 1.0)  # val_loss (best-checkpoint metric) = mean cond loss over these
 
-
-@dataclasses.dataclass
-class Setup:
-  graphdef: Any
-  rest: Any            # non-parameter module state (dropout rng streams): constant, not trained
-  tx: optax.GradientTransformation
-  schedule: optax.Schedule
-  state_sharding: Any
-  abstract_state: Any
-  mesh: jax.sharding.Mesh
+Setup = common.Setup
+merge = common.merge
 
 
-def build_model(cfg: ml_collections.ConfigDict, key: jax.Array) -> UNet1D:
-  return UNet1D(cfg.model, rngs=nnx.Rngs(params=key, dropout=jax.random.fold_in(key, 1)))
+class LDMTask(common.Task):
+  name = "latent diffusion"
 
+  def __init__(self, cfg: ml_collections.ConfigDict):
+    super().__init__(cfg)
+    self.model_cfg = UNetConfig.from_config(cfg.model)
+    self.cache: tuple[pathlib.Path, pathlib.Path] | None = None   # (train, val) latent dirs
 
-def setup(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Setup:
-  tx, schedule = common.make_optimizer(cfg.optim, cfg.train.num_steps)
-  abstract_model = nnx.eval_shape(lambda: build_model(cfg, jax.random.key(0)))
-  graphdef, abstract_params, _ = nnx.split(abstract_model, nnx.Param, ...)
-  rest = nnx.split(build_model(cfg, jax.random.key(cfg.seed)), nnx.Param, ...)[2]
-  abstract_params = nnx.to_pure_dict(abstract_params)
-  params_sharding = sharding.param_shardings(abstract_model, abstract_params, mesh, cfg.mesh.rules,
-                                             cfg.mesh.min_shard_size)
-  abstract_opt = jax.eval_shape(tx.init, abstract_params)
-  state_sharding = {
-      "step": sharding.replicated(mesh), "params": params_sharding, "ema": params_sharding,
-      "opt": sharding.optimizer_shardings(tx, abstract_opt, params_sharding, mesh)}
-  abstract_state = {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": abstract_params,
-                    "ema": abstract_params, "opt": abstract_opt}
-  abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                abstract_state, state_sharding)
-  return Setup(graphdef, rest, tx, schedule, state_sharding, abstract_state, mesh)
+  def build_model(self, key: jax.Array) -> UNet1D:
+    return UNet1D(self.model_cfg, rngs=nnx.Rngs(params=key))
 
+  def loss_fn(self, model, batch, key, step):
+    cfg = self.cfg
+    cond, aux = batch["mix"], {}
+    if model.harmony is not None:
+      logits = model.harmony_logits(cond)
+      ce, acc = harmony.aux_loss(logits, batch["labels"])
+      aux = dict(harmony_ce=ce, harmony_acc=acc)
+      cond = training_condition(cfg, cond, logits, jax.random.fold_in(key, 7), step)
+    loss, edm_aux = edm.denoising_loss(model, batch["target"], cond, key, cfg.diffusion)
+    aux = dict(edm_aux, **aux)
+    if model.harmony is not None:
+      loss = loss + cfg.model.harmony.aux_weight * ce
+    return loss, aux
 
-def create_state(cfg: ml_collections.ConfigDict, s: Setup, key: jax.Array) -> dict:
+  def batch_shardings(self, mesh):
+    return batch_shardings(self.cfg, mesh)
 
-  def init(k):
-    params = nnx.to_pure_dict(nnx.state(build_model(cfg, k), nnx.Param))
-    return {"step": jnp.zeros((), jnp.int32), "params": params,
-            "ema": jax.tree.map(jnp.copy, params), "opt": s.tx.init(params)}
+  def eval_fn(self, model, batch, key):
+    """Weighted denoising loss at fixed sigma, with the mix and with the null condition."""
+    cfg = self.cfg
+    out = {}
+    for i, sigma in enumerate(VAL_SIGMAS):
+      k = jax.random.fold_in(key, i)  # the same noise for both conditions
+      for use_cond, name in ((True, "cond"), (False, "uncond")):
+        out[f"sigma{sigma:g}_{name}"] = edm.val_loss_at_sigma(
+            model, batch["target"], batch["mix"], sigma, k, use_cond,
+            sigma_data=cfg.diffusion.sigma_data)
+    if model.harmony is not None:
+      logits = model.harmony_logits(batch["mix"])
+      out["harmony_ce"], out["harmony_acc"] = harmony.aux_loss(logits, batch["labels"])
+      # The pitch-class path the sampler would condition on, scored against the labels.
+      path = harmony.decode_path(logits, cfg.sample.get("harmony_switch_penalty", 0.0))
+      out["harmony_path_acc"] = harmony.path_accuracy(path, batch["labels"])
+    return out, None
 
-  return jax.jit(init, out_shardings=s.state_sharding)(key)
+  def summarize(self, metrics):
+    for sigma in VAL_SIGMAS:
+      metrics[f"sigma{sigma:g}_ratio"] = (metrics[f"sigma{sigma:g}_cond"]
+                                          / metrics[f"sigma{sigma:g}_uncond"])
+    metrics["val_loss"] = float(np.mean([metrics[f"sigma{x:g}_cond"] for x in VAL_LOSS_SIGMAS]))
+    return metrics
 
+  def prepare(self, workdir, preemption):
+    self.cache = ensure_latent_cache(self.cfg, workdir, should_stop=lambda: preemption.requested)
+    if self.cache is None:
+      preemption.log_stop("latent cache")
+      return False
+    return True
 
-def merge(s: Setup, params: Any, train: bool = False) -> UNet1D:
-  model = nnx.merge(s.graphdef, params, s.rest)
-  model.train() if train else model.eval()
-  return model
+  def _latent_options(self) -> dict:
+    cfg = self.cfg
+    return dict(crop_frames=cfg.train.crop_frames, seed=cfg.seed,
+                silence_threshold_db=cfg.data.silence_threshold_db,
+                with_chroma=self.model_cfg.mix_chroma,
+                with_harmony=self.model_cfg.harmony.enabled)
+
+  def train_data(self, batch_size):
+    return latents.make_latent_train_dataset(self.cache[0], batch_size=batch_size,
+                                             **self._latent_options())
+
+  def val_batches(self, batch_size):
+    return latents.make_latent_eval_batches(self.cache[1], batch_size=batch_size,
+                                            num_examples=self.cfg.data.num_val_examples,
+                                            **self._latent_options())
+
+  def export(self, directory, s, state, step):
+    del s
+    export_model(directory, self.cfg, state["ema"], step)
 
 
 def training_condition(cfg: ml_collections.ConfigDict, cond_BxTxC: jax.Array,
@@ -105,70 +141,40 @@ def training_condition(cfg: ml_collections.ConfigDict, cond_BxTxC: jax.Array,
   return jnp.concatenate([cond_BxTxC[..., :-harmony.NUM_PC], pcs], axis=-1)
 
 
+# The task's pieces by name, as tests, benchmarks and notebooks use them.
+
+def build_model(cfg: ml_collections.ConfigDict, key: jax.Array) -> UNet1D:
+  return LDMTask(cfg).build_model(key)
+
+
+def setup(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Setup:
+  return common.setup(LDMTask(cfg), mesh)
+
+
+def create_state(cfg: ml_collections.ConfigDict, s: Setup, key: jax.Array) -> dict:
+  return common.create_state(LDMTask(cfg), s, key)
+
+
 def make_train_step(cfg: ml_collections.ConfigDict, s: Setup) -> Callable:
+  return common.make_train_step(LDMTask(cfg), s)
 
-  def train_step(state, batch, key):
-    key = jax.random.fold_in(key, state["step"])
 
-    def loss_fn(params):
-      model = merge(s, params, train=True)
-      cond, aux = batch["mix"], {}
-      if model.harmony is not None:
-        logits = model.harmony_logits(cond)
-        ce, acc = harmony.aux_loss(logits, batch["labels"])
-        aux = dict(harmony_ce=ce, harmony_acc=acc)
-        cond = training_condition(cfg, cond, logits, jax.random.fold_in(key, 7), state["step"])
-      loss, edm_aux = edm.denoising_loss(model, batch["target"], cond, key, cfg.diffusion)
-      aux = dict(edm_aux, **aux)
-      if model.harmony is not None:
-        loss = loss + cfg.model.harmony.aux_weight * ce
-      return loss, aux
-
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-    updates, opt = s.tx.update(grads, state["opt"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    ema = common.ema_update(state["ema"], params, cfg.optim.ema_decay, state["step"])
-    metrics = {f"train/{k}": v for k, v in aux.items()}
-    metrics.update({"train/loss": loss, "train/grad_norm": common.tree_norm(grads),
-                    "train/param_norm": common.tree_norm(params),
-                    "train/lr": s.schedule(state["step"])})
-    return {"step": state["step"] + 1, "params": params, "ema": ema, "opt": opt}, metrics
-
-  return jax.jit(train_step,
-                 in_shardings=(s.state_sharding, batch_shardings(cfg, s.mesh),
-                               sharding.replicated(s.mesh)),
-                 out_shardings=(s.state_sharding, sharding.replicated(s.mesh)),
-                 donate_argnums=(0,))
+def make_eval_step(cfg: ml_collections.ConfigDict, s: Setup) -> Callable:
+  return common.make_eval_step(LDMTask(cfg), s)
 
 
 def batch_shardings(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> dict:
   out = {"mix": sharding.batch_sharding(mesh, 3), "target": sharding.batch_sharding(mesh, 3)}
-  if harmony_enabled(cfg.model):
+  if UNetConfig.from_config(cfg.model).harmony.enabled:
     out["labels"] = sharding.batch_sharding(mesh, 2)
   return out
 
 
-def make_eval_step(cfg: ml_collections.ConfigDict, s: Setup) -> Callable:
-  """Weighted denoising loss at fixed σ, with the mix and with the null condition."""
-
-  def eval_step(params, batch, key):
-    model = merge(s, params)
-    out = {}
-    for i, sigma in enumerate(VAL_SIGMAS):
-      k = jax.random.fold_in(key, i)  # the same noise for both conditions
-      for use_cond, name in ((True, "cond"), (False, "uncond")):
-        out[f"sigma{sigma:g}_{name}"] = edm.val_loss_at_sigma(
-            model, batch["target"], batch["mix"], sigma, k, use_cond,
-            sigma_data=cfg.diffusion.sigma_data)
-    if model.harmony is not None:
-      logits = model.harmony_logits(batch["mix"])
-      out["harmony_ce"], out["harmony_acc"] = harmony.aux_loss(logits, batch["labels"])
-      # The pitch-class path the sampler would condition on, scored against the labels.
-      path = harmony.decode_path(logits, cfg.sample.get("harmony_switch_penalty", 0.0))
-      out["harmony_path_acc"] = harmony.path_accuracy(path, batch["labels"])
-    return out
-
-  return jax.jit(eval_step)
+def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
+  """Builds the latent cache if needed, trains (resuming if `workdir` holds a checkpoint) and
+  exports the EMA model; see `common.train_and_evaluate`. On SIGTERM during the cache build it
+  stops at the next track; the same command continues the build from there."""
+  return common.train_and_evaluate(LDMTask(cfg), workdir)
 
 
 def ensure_latent_cache(cfg: ml_collections.ConfigDict, workdir: pathlib.Path,
@@ -179,16 +185,12 @@ def ensure_latent_cache(cfg: ml_collections.ConfigDict, workdir: pathlib.Path,
   Returns None when `should_stop()` became true during the build: the tracks cached so far are
   kept and the next call continues from there.
   """
-  from bassgen.codec import Codec  # pylint: disable=g-import-not-at-top
-  from bassgen.data import latents  # pylint: disable=g-import-not-at-top
-
   out = {"train": workdir / "latents" / "train", "val": workdir / "latents" / "val"}
   sources = {"train": cfg.data.train_dir, "val": cfg.data.val_dir or cfg.data.train_dir}
   if all((d / latents.INDEX_NAME).is_file() for d in out.values()):
     return out["train"], out["val"]
   codec = Codec.load(cfg.autoencoder_checkpoint)
   if codec.latent_channels != cfg.model.latent_channels:
-    from bassgen.errors import BassgenError  # pylint: disable=g-import-not-at-top
     raise BassgenError(f"{cfg.autoencoder_checkpoint}: the autoencoder makes "
                        f"{codec.latent_channels}-channel latents but model.latent_channels is "
                        f"{cfg.model.latent_channels}. Fix configs/ldm.py.")
@@ -211,123 +213,6 @@ def ensure_latent_cache(cfg: ml_collections.ConfigDict, workdir: pathlib.Path,
     if not (d / latents.INDEX_NAME).is_file():
       return None
   return out["train"], out["val"]
-
-
-def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
-  """Trains (resuming if `workdir` holds a checkpoint) and exports the EMA model.
-
-  On SIGTERM (a preemption notice) it stops at the next track of the latent-cache build or the
-  next step boundary of training (saving a checkpoint) and returns without exporting; the same
-  command then resumes the build or the training from there.
-  """
-  with common.Preemption() as preemption:
-    return _train(cfg, pathlib.Path(workdir), preemption)
-
-
-def _train(cfg: ml_collections.ConfigDict, workdir: pathlib.Path,
-           preemption: common.Preemption) -> dict:
-  from bassgen.data import latents  # pylint: disable=g-import-not-at-top
-
-  common.write_config(cfg, workdir)
-  mesh = sharding.mesh_from_config(cfg.mesh)
-  logging.info("latent diffusion: %s", sharding.describe(mesh))
-  cache = ensure_latent_cache(cfg, workdir, should_stop=lambda: preemption.requested)
-  if cache is None:
-    preemption.log_stop("latent cache")
-    return {}
-  train_dir, val_dir = cache
-  sharding.check_batch(cfg.train.batch_size, mesh)
-  s = setup(cfg, mesh)
-  key = jax.random.key(cfg.seed)
-  init_key, step_key, eval_key = jax.random.split(key, 3)
-  per_process = sharding.process_batch_size(cfg.train.batch_size)
-  train_iter = iter(latents.make_latent_train_dataset(
-      train_dir, crop_frames=cfg.train.crop_frames, batch_size=per_process, seed=cfg.seed,
-      silence_threshold_db=cfg.data.silence_threshold_db,
-      with_chroma=cfg.model.get("mix_chroma", False), with_harmony=harmony_enabled(cfg.model)))
-  manager = checkpointing.make_manager(workdir / "checkpoints", keep=cfg.train.keep_checkpoints)
-  if manager.latest_step() is not None:
-    state, _ = checkpointing.restore(manager, s.abstract_state, train_iter)
-    logging.info("resumed from step %d", int(state["step"]))
-  else:
-    state = create_state(cfg, s, init_key)
-  logging.info("U-Net: %s parameters", f"{count_params(merge(s, state['params'])):,}")
-
-  train_step = make_train_step(cfg, s)
-  eval_step = make_eval_step(cfg, s)
-  val = latents.make_latent_eval_batches(val_dir, crop_frames=cfg.train.crop_frames,
-                                         batch_size=per_process,
-                                         num_examples=cfg.data.num_val_examples, seed=cfg.seed,
-                                         silence_threshold_db=cfg.data.silence_threshold_db,
-                                         with_chroma=cfg.model.get("mix_chroma", False),
-                                         with_harmony=harmony_enabled(cfg.model))
-  writer = common.MetricWriter(workdir)
-  step = int(state["step"])
-  num_steps = cfg.train.num_steps
-  progress = common.Progress(step, num_steps, "latent diffusion")
-  t_start = time.time()
-  last_log = [step, t_start]
-  pending = None
-  val_metrics: dict[str, float] = {}
-
-  def evaluate(st, at_step):
-    sums: dict[str, float] = {}
-    for b in val:
-      for k, v in eval_step(st["ema"], sharding.global_batch(b, mesh), eval_key).items():
-        sums[k] = sums.get(k, 0.0) + float(v) / len(val)
-    for sigma in VAL_SIGMAS:
-      sums[f"sigma{sigma:g}_ratio"] = sums[f"sigma{sigma:g}_cond"] / sums[f"sigma{sigma:g}_uncond"]
-    sums["val_loss"] = float(np.mean([sums[f"sigma{x:g}_cond"] for x in VAL_LOSS_SIGMAS]))
-    writer.scalars(at_step, {f"val/{k}": v for k, v in sums.items()})
-    return sums
-
-  def checkpoint(st, at_step, metrics=None):
-    checkpointing.save(manager, at_step, st, {"config": cfg.to_dict(), "step": at_step},
-                       train_iter, metrics={"val_loss": metrics["val_loss"]} if metrics else None)
-
-  preempted = False
-  while step < num_steps:
-    batch = sharding.global_batch(next(train_iter), mesh)
-    state, metrics = train_step(state, batch, step_key)
-    step += 1
-    if pending is not None:
-      done_step, m = pending
-      m = {k: float(v) for k, v in jax.device_get(m).items()}
-      common.check_finite(m, done_step)
-      if done_step % cfg.train.log_every == 0:
-        now = time.time()
-        m["train/steps_per_sec"] = (done_step - last_log[0]) / max(now - last_log[1], 1e-9)
-        last_log[:] = [done_step, now]
-        writer.scalars(done_step, m)
-      progress.update(1, loss=m["train/loss"])
-    else:
-      progress.update(1)
-    pending = (step, metrics)
-    preempted = preemption.stop_at(step)
-    out_of_time = cfg.train.max_minutes > 0 and (time.time() - t_start) / 60 > cfg.train.max_minutes
-    last = step == num_steps or out_of_time
-    evaluated = (step % cfg.train.eval_every == 0 or last) and not preempted
-    if evaluated:
-      val_metrics = evaluate(state, step)
-      logging.info("step %d: val %s", step, {k: round(v, 4) for k, v in val_metrics.items()})
-    if step % cfg.train.ckpt_every == 0 or last or preempted:
-      checkpoint(state, step, val_metrics if evaluated else None)
-    if preempted:
-      break
-    if out_of_time:
-      logging.info("stopping after %.1f minutes (train.max_minutes) at step %d",
-                   cfg.train.max_minutes, step)
-      break
-  if pending is not None:
-    common.check_finite({k: float(v) for k, v in jax.device_get(pending[1]).items()}, pending[0])
-  progress.close()
-  if preempted:
-    preemption.log_stop("latent diffusion", step)
-    writer.close()
-    return val_metrics
-  export_model(workdir / "export", cfg, state["ema"], step)
-  writer.close()
-  return val_metrics
 
 
 def export_model(directory: pathlib.Path, cfg: ml_collections.ConfigDict, params: Any,

@@ -72,6 +72,10 @@ def main() -> None:
   p.add_argument("--workers", type=int, nargs="+", default=[0])
   p.add_argument("--threads", type=int, nargs="+", default=[1, 4])
   args = p.parse_args()
+  if any(w > 0 for w in args.workers):
+    # Grain's worker processes read absl flags; this script is not run under absl.app.
+    from absl import flags  # pylint: disable=g-import-not-at-top
+    flags.FLAGS.mark_as_parsed()
 
   with tempfile.TemporaryDirectory() as tmp:
     data_dir = args.data

@@ -2,6 +2,7 @@
 analysis of the compiled programs (not counted by hand)."""
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 
@@ -12,6 +13,9 @@ import jax.numpy as jnp
 def compiled_flops(jitted, *args) -> float:
   """FLOPs of one call of `jitted(*args)`, from the compiled program's cost analysis. XLA counts
   a loop's body once, so time loops one iteration at a time (or multiply by the trip count)."""
+  while isinstance(jitted, functools.partial):   # e.g. a codec's chunk program bound to it
+    args = jitted.args + args
+    jitted = jitted.func
   analysis = jitted.lower(*args).compile().cost_analysis()
   analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
   return float(analysis.get("flops", 0.0))

@@ -55,6 +55,23 @@ def _environment() -> str:
                      jax.default_backend(), len(devices), devices[0].device_kind])
 
 
+_HITS = [0]
+
+
+@functools.lru_cache(maxsize=1)
+def _count_persistent_cache_hits() -> None:
+  def on_event(event: str, **_: Any) -> None:
+    if event == "/jax/compilation_cache/cache_hits":
+      _HITS[0] += 1
+  jax.monitoring.register_event_listener(on_event)
+
+
+def _persistent_cache_hits() -> int:
+  """How many compilations JAX's persistent cache has answered in this process so far."""
+  _count_persistent_cache_hits()
+  return _HITS[0]
+
+
 def _leaf_signature(x: Any) -> str:
   if isinstance(x, (bool, int, float, complex)):
     return type(x).__name__
@@ -161,8 +178,15 @@ class ProgramCache:
 
   def _compile(self, key: str, jitted: Any, static: tuple, args: tuple) -> Any:
     from jax.experimental import serialize_executable  # pylint: disable=g-import-not-at-top
+    hits = _persistent_cache_hits()
     program = jitted.lower(*static, *args).compile()
     self.built += 1
+    if _persistent_cache_hits() > hits:
+      # JAX's persistent cache answered. On a CPU, an executable loaded from it serializes
+      # without its compiled kernels ("Function ... not found" when run in a later process), so
+      # only programs XLA compiled here are stored; this one stays in JAX's cache.
+      _log.debug("%s came from JAX's persistent cache; not stored", key)
+      return program
     # The devices it runs on (the arguments' devices), to run it on the same ones when loaded.
     device_ids = sorted({d.id for s in jax.tree.leaves(program.input_shardings)
                          for d in s.device_set})

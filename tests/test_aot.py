@@ -91,3 +91,40 @@ def test_the_key_follows_the_source():
   assert len(aot.source_digest()) == 64
   assert aot.signature((np.zeros((2, 3), np.float32),)) != aot.signature(
       (np.zeros((2, 4), np.float32),))
+
+
+_PROCESS = """
+import sys, jax, jax.numpy as jnp, numpy as np
+jax.config.update("jax_compilation_cache_dir", sys.argv[1])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+from bassgen import aot
+cache = aot.ProgramCache(sys.argv[2])
+f = jax.jit(lambda x: jnp.pad(x, (3, 5)) * 2.0)
+out = np.asarray(cache.call("pad", "s", f, np.arange(4, dtype=np.float32)))
+assert out.tolist() == [0, 0, 0, 0, 2, 4, 6, 0, 0, 0, 0, 0], out
+print("LOADED", cache.loaded, "BUILT", cache.built)
+"""
+
+
+def test_programs_answered_by_jax_persistent_cache_are_not_stored(tmp_path):
+  """On a CPU an executable JAX loaded from its persistent cache serializes without its kernels
+  and fails when a later process runs it: only programs XLA compiled in the process are stored."""
+  import subprocess
+  import sys
+
+  def run(programs):
+    done = subprocess.run([sys.executable, "-c", _PROCESS, str(tmp_path / "jax"),
+                           str(tmp_path / programs)], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.split()[-3:]
+
+  assert run("a") == ["0", "BUILT", "1"]                              # compiled, stored
+  assert len(list((tmp_path / "a").glob("program-*"))) == 1
+  assert run("a") == ["1", "BUILT", "0"]                              # loaded, runs
+  # A new program folder while JAX's cache is warm: compiled from that cache, not stored, so no
+  # later process can load a broken copy.
+  assert run("b") == ["0", "BUILT", "1"]
+  assert not list((tmp_path / "b").glob("program-*"))
+  assert run("b") == ["0", "BUILT", "1"]

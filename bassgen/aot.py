@@ -14,7 +14,9 @@ constructors for another 1.6 s. A `ProgramCache` keeps both on disk:
 An entry's key holds everything it depends on: bassgen's own source, the versions of JAX, jaxlib
 and Flax, the devices, the model config (`scope`), and each argument's shape, dtype and sharding.
 Editing bassgen or upgrading JAX therefore misses the cache instead of running a stale program.
-Entries are written atomically; an unreadable one is rebuilt. Single-device programs only (the
+Entries are written atomically; an unreadable one is rebuilt. Only programs XLA compiled in this
+process are stored: on a CPU, an executable that JAX's persistent cache answered serializes without
+its compiled kernels, so such a program stays with JAX's cache (traced, then looked up). Single-device programs only (the
 sampler on a mesh of several devices traces and compiles as usual). The folder is a cache: delete
 it whenever you like.
 """

@@ -24,6 +24,7 @@ from flax import nnx
 from bassgen import aot, checkpointing, samplers, sharding, spectral
 from bassgen.codec import Codec, find_export
 from bassgen.data import audio
+from bassgen.data import labels as data_labels
 from bassgen.errors import BassgenError
 from bassgen.models import harmony, unet
 
@@ -129,7 +130,7 @@ class BassGenerator:
     return s
 
   def _sampler(self, sampler: str, steps: int):
-    """The jitted sampler (it reports each step to an open progress bar)."""
+    """The jitted sampler (it reports its steps to the `progress` it is called with)."""
     key = (sampler, steps)
     if key not in self._samplers:
       self._samplers[key] = samplers.make_sampler(
@@ -145,18 +146,22 @@ class BassGenerator:
   def condition(self, mix: np.ndarray, z_mix: np.ndarray) -> np.ndarray:
     return condition(self.codec, self.cfg.model, mix, z_mix)
 
-  def pitch_class_channels(self, labels: np.ndarray, num_frames: int) -> np.ndarray:
-    """[num_frames, 12] one-hot condition channels for a given bass pitch class per latent frame
-    (0..11, 12 = no bass; held through rests as in training) in place of the harmony head's
-    path: a control that tells the U-Net the true notes."""
+  def pitch_class_channels(self, labels: np.ndarray, num_frames: int,
+                           onsets: np.ndarray | None = None) -> np.ndarray:
+    """The harmony pathway's condition channels for a given bass pitch class per latent frame
+    (0..11, 12 = no bass; held through rests as in training) in place of the heads' prediction:
+    a control that tells the U-Net the true notes. [num_frames, 12], or [num_frames, 13] for a
+    model with the onset channel, whose note starts are `onsets` (per frame, 0/1; by default
+    where the labels start or change pitch class)."""
     if not unet.harmony_enabled(self.cfg.model):
       raise BassgenError("pitch_classes needs a model with the harmony pathway (model.harmony)")
-    held = harmony.hold_labels(np.pad(np.asarray(labels)[:num_frames],
-                                      (0, max(0, num_frames - len(labels))),
-                                      constant_values=harmony.NUM_PC))
-    out = np.zeros((num_frames, harmony.NUM_PC), np.float32)
-    ok = held < harmony.NUM_PC
-    out[np.nonzero(ok)[0], held[ok]] = 1.0
+    fit = lambda x, fill: np.pad(np.asarray(x)[:num_frames], (0, max(0, num_frames - len(x))),
+                                 constant_values=fill)
+    labels = fit(labels, harmony.NUM_PC)
+    out = harmony.teacher_channels(labels)
+    if unet.onsets_enabled(self.cfg.model):
+      starts = fit(onsets, 0) if onsets is not None else data_labels.onsets_from_labels(labels)
+      out = np.concatenate([out, starts[:, None].astype(np.float32)], axis=-1)
     return out
 
   def style_of(self, style_wav: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
@@ -174,8 +179,8 @@ class BassGenerator:
                       style_wav: np.ndarray | None = None, style_sample_rate: int | None = None,
                       options: SampleOptions | None = None, keep_bass: np.ndarray | None = None,
                       regenerate: tuple[float, float] | None = None,
-                      progress: str | None = None,
-                      pitch_classes: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+                      progress: Any = None, pitch_classes: np.ndarray | None = None,
+                      onsets: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """(latents, length of the mix at the model's rate)."""
     opts = options or SampleOptions()
     scfg = self._sample_cfg(opts)
@@ -184,7 +189,8 @@ class BassGenerator:
     k = max(1, int(opts.num_samples))
     cond = self.condition(mix, z_mix)
     if pitch_classes is not None:
-      cond = np.concatenate([cond, self.pitch_class_channels(pitch_classes, len(cond))], -1)
+      cond = np.concatenate([cond, self.pitch_class_channels(pitch_classes, len(cond), onsets)],
+                            -1)
     cond = np.repeat(cond[None], k, axis=0)
     style = None
     if style_wav is not None:
@@ -203,28 +209,31 @@ class BassGenerator:
       mask = ~((frames >= int(np.floor(start * fps))) & (frames < int(np.ceil(end * fps))))
       known = np.repeat(z_keep[None, : z_mix.shape[0]], k, 0)
       known_mask = np.repeat(mask[None].astype(np.float32), k, 0)
-    bar = (samplers.progress_bar(int(scfg.steps), progress) if progress
-           else contextlib.nullcontext())
-    with bar:
+    # A label opens a bar here; a bar-like object (tqdm's `update`) is counted as it is.
+    bar = (samplers.progress_bar(int(scfg.steps), progress) if isinstance(progress, str)
+           else contextlib.nullcontext(progress))
+    with bar as counter:
       sample_fn = self._sampler(scfg.sampler, int(scfg.steps))
       z = samplers.generate(sample_fn, self._full_state(), cond, cfg=scfg,
                             length_multiple=self.length_multiple, key=jax.random.key(opts.seed),
                             style=style, known_BxTxC=known, known_mask_BxT=known_mask,
-                            mesh=self.mesh)
+                            mesh=self.mesh, progress=counter)
       return np.asarray(z), len(mix)
 
   def generate(self, mix_wav: np.ndarray, sample_rate: int, *, style_wav: np.ndarray | None = None,
                style_sample_rate: int | None = None, options: SampleOptions | None = None,
                keep_bass: np.ndarray | None = None, regenerate: tuple[float, float] | None = None,
-               progress: str | None = None,
-               pitch_classes: np.ndarray | None = None) -> list[np.ndarray]:
+               progress: Any = None, pitch_classes: np.ndarray | None = None,
+               onsets: np.ndarray | None = None) -> list[np.ndarray]:
     """`num_samples` bass waveforms at `sample_rate`, each as long as `mix_wav`. With `progress`
-    (a label), a bar on stderr shows the sampler's steps and ETA. `pitch_classes`: a bass pitch
-    class per latent frame to condition on instead of the harmony head's path (a control)."""
+    (a label), a bar on stderr shows the sampler's steps and ETA; a tqdm-like object (`update(n)`)
+    is given the steps instead. `pitch_classes`: a bass pitch
+    class per latent frame to condition on instead of the harmony head's path, and `onsets` the
+    bass note starts per latent frame for a model with the onset channel (a control)."""
     z, model_len = self._sample_latents(
         mix_wav, sample_rate, style_wav=style_wav, style_sample_rate=style_sample_rate,
         options=options, keep_bass=keep_bass, regenerate=regenerate, progress=progress,
-        pitch_classes=pitch_classes)
+        pitch_classes=pitch_classes, onsets=onsets)
     n = len(mix_wav)
     outs = []
     for bass in self.codec.decode(z, model_len):   # every variant in one batch of chunks

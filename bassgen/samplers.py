@@ -29,44 +29,28 @@ from bassgen.errors import BassgenError
 SAMPLERS = ("euler", "heun", "dpmpp2m")
 # Sampler settings passed as traced scalars: changing them never recompiles.
 KNOBS = ("sigma_min", "sigma_max", "rho", "guidance_w", "rescale_phi", "ground_strength",
-         "ground_sigma_threshold", "harmony_switch_penalty")
+         "ground_sigma_threshold", "harmony_switch_penalty", "onset_threshold")
 # Knobs that configs written before they existed lack.
-_KNOB_DEFAULTS = {"harmony_switch_penalty": 0.0}
+_KNOB_DEFAULTS = {"harmony_switch_penalty": 0.0, "onset_threshold": 0.5}
 _EPS = 1e-12
 
 DenoiseFn = Callable[..., jax.Array]
 
-# Progress of a running sampler: while a `progress_bar` is open, `make_sampler`'s function runs
-# a few steps per call and the innermost bar counts them.
-_BARS: list[Any] = []
-
-
-# While a bar is open, a sampling run is split into at most this many calls (each call costs a
+# With a progress bar, a sampling run is split into at most this many calls (each call costs a
 # dispatch of the whole model state, tens of ms on a CPU, so one call per step would add seconds).
 PROGRESS_CALLS = 8
 
 
-def _on_step(steps: int = 1) -> None:
-  if _BARS:
-    _BARS[-1].update(steps)
-
-
-def progress_active() -> bool:
-  """Whether a `progress_bar` is open (samplers then report their steps to it)."""
-  return bool(_BARS)
-
-
 @contextlib.contextmanager
 def progress_bar(total: int, desc: str) -> Iterator[Any]:
-  """A tqdm bar (steps and ETA, on stderr) that counts the steps of `make_sampler` samplers."""
+  """A tqdm bar (steps and ETA, on stderr) to pass as the `progress` of a `make_sampler` function
+  or of `generate`, which count their steps on it."""
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
 
   bar = tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True)
-  _BARS.append(bar)
   try:
     yield bar
   finally:
-    _BARS.remove(bar)
     bar.close()
 
 
@@ -256,21 +240,23 @@ def complete_condition(model: Any, cond_BxTxC: jax.Array, knobs: Mapping) -> jax
   it is."""
   if getattr(model, "harmony", None) is None or cond_BxTxC.shape[-1] == model.cond_channels:
     return cond_BxTxC
-  return model.complete_condition(cond_BxTxC, knobs["harmony_switch_penalty"])
+  return model.complete_condition(cond_BxTxC, knobs["harmony_switch_penalty"],
+                                  knobs["onset_threshold"])
 
 
 def make_sampler(model_graphdef: Any, *, sigma_data: float, sampler: str, steps: int,
                  programs: Any = None, scope: str = "") -> Callable[..., jax.Array]:
   """`fn(state, cond_BxTxC, key, knobs, style_mean_BxC=None, style_std_BxC=None,
-  known_BxTxC=None, known_mask_BxT=None, frame_mask_BxT=None) -> z_BxTxC`, one jitted program.
+  known_BxTxC=None, known_mask_BxT=None, frame_mask_BxT=None, progress=None) -> z_BxTxC`, one
+  jitted program.
 
   `state` is the NNX state of `nnx.split(model)` (model weights or their EMA), or the tuple of
   states of a filtered split such as `nnx.split(model, nnx.Param, ...)` (plain dicts work too);
   `knobs` is `sampler_knobs(cfg.sample)`. Calls with the same shapes (and the same set of
-  optional inputs) reuse one compilation whatever the weights, key or knob values. While a
-  `progress_bar` is open, the program runs a few steps per call (at most PROGRESS_CALLS calls;
-  `sample`'s segments: the same program, the same latents) and the bar counts them; otherwise all
-  steps run in one call.
+  optional inputs) reuse one compilation whatever the weights, key or knob values. With
+  `progress` (anything with tqdm's `update(n)`, e.g. a `progress_bar`), the program runs a few
+  steps per call (at most PROGRESS_CALLS calls; `sample`'s segments: the same program, the same
+  latents) and reports them to it; otherwise all steps run in one call.
 
   `programs` (a `bassgen.aot.ProgramCache`) keeps the compiled program between processes;
   `scope` must then identify the model (`aot.config_scope` of its config).
@@ -297,7 +283,7 @@ def make_sampler(model_graphdef: Any, *, sigma_data: float, sampler: str, steps:
   channels: dict[str, int] = {}
 
   def fn(state, cond_BxTxC, key, knobs, style_mean_BxC=None, style_std_BxC=None,
-         known_BxTxC=None, known_mask_BxT=None, frame_mask_BxT=None):
+         known_BxTxC=None, known_mask_BxT=None, frame_mask_BxT=None, progress=None):
     if not channels:   # the module's attributes, read once from a host-side merge (no compute)
       _, model = model_denoiser(model_graphdef, state, sigma_data)
       channels.update(latent=model.latent_channels, cond=model.cond_channels)
@@ -305,7 +291,7 @@ def make_sampler(model_graphdef: Any, *, sigma_data: float, sampler: str, steps:
     # Host zeros for the first segment's (ignored) state: no per-shape eager op to compile.
     x = d_prev = np.zeros((b, t, channels["latent"]), np.float32)
     full = np.zeros((b, t, channels["cond"]), np.float32)
-    ticking = progress_active()
+    ticking = progress is not None
     every = max(1, -(-steps // PROGRESS_CALLS)) if ticking else steps
     bounds = list(range(0, steps, every)) + [steps]
     for start, stop in zip(bounds[:-1], bounds[1:]):
@@ -316,7 +302,7 @@ def make_sampler(model_graphdef: Any, *, sigma_data: float, sampler: str, steps:
         # Back to host arrays (a few MB at most): the next call then sees the same argument
         # types as the first, so the program is traced and looked up once, not twice.
         x, d_prev, full = np.asarray(x), np.asarray(d_prev), np.asarray(full)
-        _on_step(stop - start)
+        progress.update(stop - start)
     return x
 
   return fn
@@ -338,12 +324,13 @@ def generate(sample_fn: Callable[..., jax.Array], state: Any, cond_BxTxC: jax.Ar
              style: tuple[jax.Array, jax.Array] | None = None,
              known_BxTxC: jax.Array | None = None,
              known_mask_BxT: jax.Array | None = None,
-             mesh: jax.sharding.Mesh | None = None) -> np.ndarray:
+             mesh: jax.sharding.Mesh | None = None, progress: Any = None) -> np.ndarray:
   """Any-length generation: pads the mix to a length bucket, samples, crops back (on the host:
   the result is a numpy array). With `mesh`, the inputs are laid out on it: split over its
   devices where the batch divides, else replicated.
 
-  `sample_fn` comes from `make_sampler`; `cfg` is the `sample` section (knobs, buckets,
+  `sample_fn` comes from `make_sampler`; `progress` (e.g. a `progress_bar`) counts its steps;
+  `cfg` is the `sample` section (knobs, buckets,
   bucket_multiple, seed: used when `key` is None); `length_multiple` is
   `unet.length_multiple(cfg.model)`; `style` is `style_stats(reference_latent)` or None. Padded
   frames are masked out of attention, norms and the guidance/grounding statistics.
@@ -375,9 +362,10 @@ def generate(sample_fn: Callable[..., jax.Array], state: Any, cond_BxTxC: jax.Ar
                    for a in inputs)
   cond, style_mean, style_std, known, known_mask, frame_mask_BxT = inputs
   z = sample_fn(state, cond, key,
-                sampler_knobs(cfg), style_mean, style_std, known, known_mask, frame_mask_BxT)
+                sampler_knobs(cfg), style_mean, style_std, known, known_mask, frame_mask_BxT,
+                progress=progress)
   return np.asarray(z)[:, :t]
 
 
-__all__ = ["SAMPLERS", "KNOBS", "progress_bar", "progress_active", "model_denoiser", "complete_condition", "karras_sigmas", "guidance_combine", "guided_denoiser", "ground",
+__all__ = ["SAMPLERS", "KNOBS", "progress_bar", "model_denoiser", "complete_condition", "karras_sigmas", "guidance_combine", "guided_denoiser", "ground",
            "style_stats", "sample", "sampler_knobs", "make_sampler", "bucket_length", "generate"]

@@ -70,6 +70,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                              num_steps=10000, max_minutes=85.0, log_every=25, eval_every=500,
                              ckpt_every=500)
   t.init_from = ""              # an autoencoder export to start from (fine-tuning); "" = random
+  # Fine-tune the decoder of init_from only: its encoder, latents and latent statistics stay
+  # exactly as they were, so latent caches and diffusion models made with it stay valid.
+  t.freeze_encoder = False
   t.audio_every = 1000          # audio and spectrogram summaries of reconstructions
   t.stats_batches = 16          # batches used for the latent mean/std after training
 

@@ -72,6 +72,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # the true one (teacher forcing only). See trainers/ldm.py:training_condition.
   h.predicted_path_prob = 0.0
   h.predicted_path_warmup = 2000
+  # Bass onset channel: a head on the mix latent and chroma predicts where bass notes start
+  # (binary cross-entropy against the score's note starts, weight onset_aux_weight); the U-Net
+  # reads 1 where a note starts (the score's in training, the head's peaks when sampling).
+  h.onsets = False
+  h.onset_hidden = 64
+  h.onset_kernel_size = 5
+  h.onset_aux_weight = 1.0
 
   dif = config.diffusion = ml_collections.ConfigDict()
   dif.sigma_data = 1.0  # latents are normalised per channel to unit std
@@ -92,6 +99,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   s.ground_sigma_threshold = 1.0  # grounding applies while σ > this
   # With model.harmony: nats a change of the bass pitch-class path costs (0 = frame-wise argmax).
   s.harmony_switch_penalty = 6.0
+  # With model.harmony.onsets: onset probability above which a local peak starts a bass note.
+  s.onset_threshold = 0.5
   s.seed = 0
   # For `python -m bassgen.main --config=configs/ldm.py:demo --mode=sample --config.sample.mix=...`
   s.mix = ""  # file(s) or folder, comma-separated

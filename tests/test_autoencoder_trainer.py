@@ -75,3 +75,35 @@ def test_preemption_flag_and_handler_restored():
     assert seen == [signal.SIGTERM]
   finally:
     signal.signal(signal.SIGTERM, previous)
+
+
+def test_decoder_only_fine_tune_keeps_the_encoder_and_its_latent_statistics(prepared, tmp_path):
+  """`train.freeze_encoder`: the decoder learns, the encoder's weights and the exported latent
+  statistics are `init_from`'s exactly (so a latent cache made with it stays valid)."""
+  import jax
+  import numpy as np
+  from flax import nnx
+  from bassgen.codec import Codec
+  from bassgen.config_loading import load_config
+  from bassgen.errors import BassgenError
+  from bassgen.trainers import autoencoder as trainer
+  cfg = load_config(f"{ROOT / 'configs' / 'autoencoder.py'}:runlocal")
+  base, c = tmp_path / "base", cfg.model.latent_channels
+  params = nnx.to_pure_dict(nnx.state(trainer.build_model(cfg, jax.random.key(0))))
+  # Statistics that a re-estimate would not give.
+  trainer.export_model(base, cfg, params, np.full(c, 0.25), np.full(c, 2.0), 0)
+  cfg.data.train_dir = cfg.data.val_dir = str(prepared)
+  cfg.train.stats_batches = 2
+  cfg.train.freeze_encoder = True
+  with pytest.raises(BassgenError, match="init_from"):
+    trainer.train_and_evaluate(cfg, tmp_path / "no_init")
+  cfg.train.init_from = str(base)
+  trainer.train_and_evaluate(cfg, tmp_path / "run")
+  before, after = Codec.load(base), Codec.load(tmp_path / "run" / "export")
+  moved = {part: max(float(np.max(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32))))
+                     for a, b in zip(jax.tree.leaves(after.params[part]),
+                                     jax.tree.leaves(before.params[part])))
+           for part in ("encoder", "decoder")}
+  assert moved["encoder"] == 0.0 and moved["decoder"] > 1e-4, moved
+  np.testing.assert_array_equal(after.latent_mean, before.latent_mean)
+  np.testing.assert_array_equal(after.latent_std, before.latent_std)

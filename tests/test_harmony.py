@@ -156,3 +156,9 @@ def test_training_condition_swaps_in_the_heads_path_for_a_share_of_examples():
   np.testing.assert_allclose(out[..., c:].sum(-1), 1.0)        # still a one-hot
   cfg.model.harmony.predicted_path_prob = 0.0
   np.testing.assert_array_equal(T.training_condition(cfg, cond, logits, key, jnp.int32(100)), cond)
+  # With the onset channel last, the pitch-class channels before it are the ones swapped.
+  cfg.model.harmony.predicted_path_prob, cfg.model.harmony.onsets = 1.0, True
+  starts = (jax.random.uniform(jax.random.key(5), (b, t, 1)) > 0.5).astype(jnp.float32)
+  out = T.training_condition(cfg, jnp.concatenate([cond, starts], -1), logits, key, jnp.int32(100))
+  np.testing.assert_array_equal(out[..., -1:], starts)
+  assert np.all(np.asarray(jnp.argmax(out[..., c: c + 12], -1)) == 7)

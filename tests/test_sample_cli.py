@@ -278,7 +278,7 @@ def test_progress_bar_counts_sampler_steps(bundle, capsys):
   gen = generation.BassGenerator.load(bundle)
   mix = np.random.default_rng(0).standard_normal(gen.sample_rate).astype(np.float32) * 0.1
   with generation.samplers.progress_bar(5, "outer") as outer:
-    gen.generate(mix, gen.sample_rate, options=generation.SampleOptions(steps=5))
+    gen.generate(mix, gen.sample_rate, options=generation.SampleOptions(steps=5), progress=outer)
   assert outer.n == 5  # each step of the jitted loop reported once
   gen.generate(mix, gen.sample_rate, options=generation.SampleOptions(steps=5),
                progress="song: sampling")

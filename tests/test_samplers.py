@@ -263,7 +263,7 @@ def test_sampling_in_segments_gives_the_same_latents(sampler):
 
 
 def test_progress_bar_ticks_once_per_step_and_changes_nothing(monkeypatch):
-  """One step per call while a bar is open: the same latents, and the same one traced program
+  """A few steps per call when given a bar: the same latents, and the same one traced program
   as without the bar (the per-step calls pass the same argument types as the first)."""
   config = _config("runlocal")
   graphdef, state = nnx.split(_unet(config, 0))
@@ -275,10 +275,11 @@ def test_progress_bar_ticks_once_per_step_and_changes_nothing(monkeypatch):
   sample_fn = samplers.make_sampler(graphdef, sigma_data=config.diffusion.sigma_data,
                                     sampler="dpmpp2m", steps=5)
   mix = jax.random.normal(jax.random.key(0), (1, 20, unet.sampling_cond_channels(config.model)))
-  run = lambda: samplers.generate(sample_fn, state, mix, cfg=config.sample,
-                                  length_multiple=unet.length_multiple(config.model))
+  run = lambda progress=None: samplers.generate(
+      sample_fn, state, mix, cfg=config.sample, length_multiple=unet.length_multiple(config.model),
+      progress=progress)
   quiet = run()
   with samplers.progress_bar(5, "steps") as bar:
-    ticked = run()
+    ticked = run(bar)
   assert bar.n == 5
   np.testing.assert_allclose(ticked, quiet, rtol=1e-5, atol=1e-5)

@@ -52,3 +52,25 @@ def read_bass_notes(song_json: str | pathlib.Path) -> list[dict] | None:
   except (ValueError, KeyError, TypeError):
     return None
   return list(notes)
+
+
+def onsets_from_notes(bass_notes: Sequence[dict], num_frames: int,
+                      frames_per_second: float) -> np.ndarray:
+  """[num_frames] int8: 1 on the latent frame in which a bass note starts (the onset channel of
+  `model.harmony.onsets`), 0 elsewhere. A note starting exactly on a frame boundary belongs to the
+  frame it opens."""
+  out = np.zeros(num_frames, np.int8)
+  for n in bass_notes:
+    t = int(np.floor(float(n["start"]) * float(frames_per_second) + 1e-6))
+    if 0 <= t < num_frames:
+      out[t] = 1
+  return out
+
+
+def onsets_from_labels(labels_T: np.ndarray) -> np.ndarray:
+  """[T] int8 note starts of a per-frame label track without a score (a tracked stem): a frame
+  opens a note where the bass starts sounding or changes pitch class. Repeated notes of one pitch
+  class without a gap are not seen; a score is needed for those."""
+  labels_T = np.asarray(labels_T)
+  prev = np.concatenate([[NO_BASS], labels_T[:-1]])
+  return ((labels_T != NO_BASS) & (labels_T != prev)).astype(np.int8)

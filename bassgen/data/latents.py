@@ -32,11 +32,16 @@ INDEX_NAME = "latents.json"
 
 
 def _encode_record(mix_LxC: np.ndarray, target_LxC: np.ndarray, level_L: np.ndarray,
-                   chroma_Lx12: np.ndarray, labels_L: np.ndarray) -> bytes:
+                   chroma_Lx12: np.ndarray, labels_L: np.ndarray, onsets_L: np.ndarray) -> bytes:
+  return _encode_arrays(dict(mix=mix_LxC.astype(np.float16), target=target_LxC.astype(np.float16),
+                             level=level_L.astype(np.float32),
+                             chroma=chroma_Lx12.astype(np.float16),
+                             labels=labels_L.astype(np.int8), onsets=onsets_L.astype(np.int8)))
+
+
+def _encode_arrays(arrays: dict[str, np.ndarray]) -> bytes:
   buf = io.BytesIO()
-  np.savez(buf, mix=mix_LxC.astype(np.float16), target=target_LxC.astype(np.float16),
-           level=level_L.astype(np.float32), chroma=chroma_Lx12.astype(np.float16),
-           labels=labels_L.astype(np.int8))
+  np.savez(buf, **arrays)
   return buf.getvalue()
 
 
@@ -53,7 +58,18 @@ def decode_record(data: bytes) -> dict[str, np.ndarray]:
       out["chroma"] = f["chroma"].astype(np.float32)
     if "labels" in f.files:  # ... and before the harmony pathway, its labels
       out["labels"] = f["labels"].astype(np.int32)
+    if "onsets" in f.files:  # ... and before the onset channel (`add_onsets` adds them)
+      out["onsets"] = f["onsets"].astype(np.int32)
     return out
+
+
+def _score_notes(track: dict) -> list[dict] | None:
+  """The score's bass notes of a prepared track whose target stem sits beside a song.json."""
+  for f in (track.get("sources") or {}).get(track["stems"][0] if track.get("stems") else "", []):
+    notes = labels.read_bass_notes(pathlib.Path(f).parent / "song.json")
+    if notes is not None:
+      return notes
+  return None
 
 
 def track_labels(track: dict, target_S: np.ndarray, sample_rate: int, num_frames: int,
@@ -61,12 +77,20 @@ def track_labels(track: dict, target_S: np.ndarray, sample_rate: int, num_frames
   """(per-latent-frame bass pitch-class labels, where they came from) for a prepared track: the
   score's bass notes when the target stem sits beside a render's song.json, else the tracked
   pitch of the target stem."""
-  for f in (track.get("sources") or {}).get(track["stems"][0] if track.get("stems") else "", []):
-    notes = labels.read_bass_notes(pathlib.Path(f).parent / "song.json")
-    if notes is not None:
-      return labels.labels_from_notes(notes, num_frames, frames_per_second), "score"
+  notes = _score_notes(track)
+  if notes is not None:
+    return labels.labels_from_notes(notes, num_frames, frames_per_second), "score"
   pt = transcription.track_pitch(target_S, sample_rate)
   return labels.labels_from_f0(pt.times, pt.f0_hz, num_frames, frames_per_second), "tracked"
+
+
+def track_onsets(track: dict, labels_L: np.ndarray, frames_per_second: float) -> np.ndarray:
+  """Per-latent-frame bass note starts of a prepared track (`model.harmony.onsets`): the score's
+  note starts for a render, else where the tracked labels start or change (`track_labels`)."""
+  notes = _score_notes(track)
+  if notes is not None:
+    return labels.onsets_from_notes(notes, len(labels_L), frames_per_second)
+  return labels.onsets_from_labels(labels_L)
 
 
 def frame_levels_db(wav_S: np.ndarray, samples_per_frame: int, num_frames: int) -> np.ndarray:
@@ -93,8 +117,6 @@ def cache_latents(codec, prepared_dir: str | pathlib.Path, out_dir: str | pathli
   cache in parallel with the others); the index is written by `finish_cache` once every track is
   there, here only when n == 1. With n > 1 it returns None.
   """
-  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
-
   prepared_dir, out_dir = pathlib.Path(prepared_dir), pathlib.Path(out_dir)
   index = pipeline.read_index(prepared_dir)
   if int(index["sample_rate"]) != codec.sample_rate:
@@ -116,23 +138,63 @@ def cache_latents(codec, prepared_dir: str | pathlib.Path, out_dir: str | pathli
       target_S, others_KxS = stems_KxS[0], stems_KxS[1:]
       z_target = codec.encode(target_S)
       level = frame_levels_db(target_S, codec.samples_per_latent, num_frames)
-      labels_L, _ = track_labels(track, target_S, codec.sample_rate, num_frames,
-                                 codec.sample_rate / codec.samples_per_latent)
+      fps = codec.sample_rate / codec.samples_per_latent
+      labels_L, _ = track_labels(track, target_S, codec.sample_rate, num_frames, fps)
+      onsets_L = track_onsets(track, labels_L, fps)
       rng = np.random.default_rng([seed, i])
       payloads = []
       for _ in range(mixes_per_track):
         mix_S, _ = pipeline.mix_stems(others_KxS, rng, gain_db_range)
         payloads.append(_encode_record(codec.encode(mix_S), z_target, level, codec.chroma(mix_S),
-                                       labels_L))
-      tmp = path.with_name(f".{path.name}.tmp")
-      writer = array_record_module.ArrayRecordWriter(str(tmp), "group_size:1")
-      for p in payloads:
-        writer.write(p)
-      writer.close()
-      os.replace(tmp, path)
+                                       labels_L, onsets_L))
+      _write_track(path, payloads)
       log(f"[{i + 1}/{len(index['tracks'])}] {name}: {num_frames} latent frames x "
           f"{mixes_per_track} mixes")
   return finish_cache(codec, prepared_dir, out_dir, mixes_per_track) if shard_count == 1 else None
+
+
+def _write_track(path: pathlib.Path, payloads: Sequence[bytes]) -> None:
+  """One track's records, written under a temporary name and renamed (never half a file)."""
+  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+  tmp = path.with_name(f".{path.name}.tmp")
+  writer = array_record_module.ArrayRecordWriter(str(tmp), "group_size:1")
+  for p in payloads:
+    writer.write(p)
+  writer.close()
+  os.replace(tmp, path)
+
+
+def add_onsets(prepared_dir: str | pathlib.Path, out_dir: str | pathlib.Path,
+               log=print) -> dict[str, Any]:
+  """Adds the bass onset channel to a cache written before it existed, without encoding again:
+  each track's records are rewritten (atomically, one track at a time) with `track_onsets` of its
+  prepared track, then the index is marked. Interrupted, a re-run skips tracks that have them."""
+  import grain  # pylint: disable=g-import-not-at-top
+  prepared_dir, out_dir = pathlib.Path(prepared_dir), pathlib.Path(out_dir)
+  index = read_latent_index(out_dir)
+  tracks = {pathlib.Path(t["file"]).stem: t for t in pipeline.read_index(prepared_dir)["tracks"]}
+  for i, entry in enumerate(index["tracks"]):
+    if entry["name"] not in tracks:
+      raise BassgenError(f"{out_dir}: track {entry['name']} is not in {prepared_dir}; the onsets "
+                         "come from the prepared data the cache was built from. Delete the "
+                         "cache folder to rebuild it.")
+    path = out_dir / entry["file"]
+    source = grain.sources.ArrayRecordDataSource([str(path)])
+    with _NPZ_LOCK:
+      raw = [dict(np.load(io.BytesIO(source[j]), allow_pickle=False)) for j in range(len(source))]
+    if all("onsets" in r for r in raw):
+      continue
+    if "labels" not in raw[0]:
+      raise BassgenError(f"{path}: this cache predates the harmony labels; delete the cache "
+                         "folder so the trainer rebuilds it.")
+    onsets = track_onsets(tracks[entry["name"]], raw[0]["labels"].astype(np.int32),
+                          index["frames_per_second"])
+    del source
+    _write_track(path, [_encode_arrays(dict(r, onsets=onsets)) for r in raw])
+    log(f"[{i + 1}/{len(index['tracks'])}] {entry['name']}: {int(onsets.sum())} bass onsets")
+  index["onsets"] = True
+  atomic_write_text(out_dir / INDEX_NAME, json.dumps(index, indent=1), overwrite=True)
+  return index
 
 
 def finish_cache(codec, prepared_dir: str | pathlib.Path, out_dir: str | pathlib.Path,
@@ -150,7 +212,7 @@ def finish_cache(codec, prepared_dir: str | pathlib.Path, out_dir: str | pathlib
                     "num_records": mixes_per_track})
   out = {"format": "bassgen-latents", "source": str(prepared_dir), "sample_rate": codec.sample_rate,
          "latent_channels": codec.latent_channels, "frames_per_second":
-         codec.sample_rate / codec.samples_per_latent, "tracks": entries}
+         codec.sample_rate / codec.samples_per_latent, "onsets": True, "tracks": entries}
   atomic_write_text(out_dir / INDEX_NAME, json.dumps(out, indent=1), overwrite=True)
   return out
 
@@ -169,11 +231,13 @@ def read_latent_index(latent_dir: str | pathlib.Path) -> dict[str, Any]:
 class LatentCrop:
   """Record id -> a random crop {'mix', 'target': float32[crop_frames, C]} (bass-silent crops are
   redrawn up to `max_tries` times). With `with_chroma`, 'mix' is the condition of a
-  `model.mix_chroma` U-Net: the mix latent followed by the mix's 12 pitch-class channels."""
+  `model.mix_chroma` U-Net: the mix latent followed by the mix's 12 pitch-class channels; with
+  `with_harmony` the teacher's 12 held one-hot bass pitch-class channels follow ('labels' joins
+  the crop), and with `with_onsets` one more channel, 1 where a bass note starts ('onsets')."""
 
   def __init__(self, latent_dir: str | pathlib.Path, *, crop_frames: int,
                silence_threshold_db: float | None, max_tries: int = 10, with_chroma: bool = False,
-               with_harmony: bool = False):
+               with_harmony: bool = False, with_onsets: bool = False):
     self.latent_dir = pathlib.Path(latent_dir)
     index = read_latent_index(self.latent_dir)
     self.paths = [f"{self.latent_dir / t['file']}[0:{t['num_records']}]" for t in index["tracks"]]
@@ -186,6 +250,13 @@ class LatentCrop:
     if self.with_harmony and not self.with_chroma:
       raise BassgenError("model.harmony needs model.mix_chroma (the head reads the mix chroma); "
                          "set --config.model.mix_chroma=True.")
+    self.with_onsets = bool(with_onsets)
+    if self.with_onsets and not self.with_harmony:
+      raise BassgenError("model.harmony.onsets needs model.harmony.enabled=True.")
+    if self.with_onsets and not index.get("onsets"):
+      raise BassgenError(f"{self.latent_dir}: this latent cache has no bass onsets (it predates "
+                         "model.harmony.onsets). The LDM trainer adds them when it starts "
+                         "(latents.add_onsets), or delete the folder to rebuild it.")
     self._source = None
 
   def __getstate__(self):
@@ -209,11 +280,9 @@ class LatentCrop:
         raise BassgenError(f"{self.latent_dir}: this latent cache has no bass pitch-class labels "
                            "(it predates model.harmony). Delete the folder so the trainer "
                            "rebuilds it, or train with --config.model.harmony.enabled=False.")
-      held = harmony.hold_labels(rec["labels"])
-      teacher = np.zeros((len(held), harmony.NUM_PC), np.float32)
-      ok = held < harmony.NUM_PC
-      teacher[np.nonzero(ok)[0], held[ok]] = 1.0
-      rec["mix"] = np.concatenate([rec["mix"], teacher], axis=-1)
+      rec["mix"] = np.concatenate([rec["mix"], harmony.teacher_channels(rec["labels"])], axis=-1)
+    if self.with_onsets:
+      rec["mix"] = np.concatenate([rec["mix"], rec["onsets"][:, None].astype(np.float32)], -1)
     return rec
 
   def crop(self, rec: dict[str, np.ndarray], start: int) -> dict[str, np.ndarray]:
@@ -226,6 +295,9 @@ class LatentCrop:
     if self.with_harmony:
       y = rec["labels"][start: start + self.crop_frames]
       out["labels"] = np.pad(y, (0, self.crop_frames - len(y)), constant_values=harmony.NUM_PC)
+    if self.with_onsets:
+      y = rec["onsets"][start: start + self.crop_frames]
+      out["onsets"] = np.pad(y, (0, self.crop_frames - len(y)))
     return out
 
   def __call__(self, element: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -241,14 +313,15 @@ class LatentCrop:
 def make_latent_train_dataset(latent_dir: str | pathlib.Path, *, crop_frames: int,
                               batch_size: int, seed: int, silence_threshold_db: float | None = -50.0,
                               shard_index: int | None = None, shard_count: int | None = None,
-                              with_chroma: bool = False, with_harmony: bool = False):
+                              with_chroma: bool = False, with_harmony: bool = False,
+                              with_onsets: bool = False):
   """Infinite shuffled batches {'mix', 'target': float32[B, crop_frames, C]} of this process: its
   rows of each global batch of B x shard_count (see `pipeline.process_batches`), so the iterator's
   state, the number of global batches read, resumes on any number of processes."""
   shard_index, shard_count = pipeline.process_shard(shard_index, shard_count)
   cropper = LatentCrop(latent_dir, crop_frames=crop_frames,
                        silence_threshold_db=silence_threshold_db, with_chroma=with_chroma,
-                       with_harmony=with_harmony)
+                       with_harmony=with_harmony, with_onsets=with_onsets)
   return pipeline.train_stream(cropper, batch_size, seed, shard_index,
                                shard_count).to_iter_dataset()
 
@@ -256,14 +329,14 @@ def make_latent_train_dataset(latent_dir: str | pathlib.Path, *, crop_frames: in
 def make_latent_eval_batches(latent_dir: str | pathlib.Path, *, crop_frames: int, batch_size: int,
                              num_examples: int, seed: int = 0,
                              silence_threshold_db: float | None = -50.0,
-                             with_chroma: bool = False, with_harmony: bool = False
-                             ) -> list[dict[str, np.ndarray]]:
+                             with_chroma: bool = False, with_harmony: bool = False,
+                             with_onsets: bool = False) -> list[dict[str, np.ndarray]]:
   """A fixed list of validation batches (same examples every call): this process's rows of each
   global batch, which do not depend on the number of processes."""
   shard_index, shard_count = pipeline.process_shard()
   cropper = LatentCrop(latent_dir, crop_frames=crop_frames,
                        silence_threshold_db=silence_threshold_db, with_chroma=with_chroma,
-                       with_harmony=with_harmony)
+                       with_harmony=with_harmony, with_onsets=with_onsets)
   total = max(batch_size * shard_count, (num_examples // (batch_size * shard_count))
               * batch_size * shard_count)
   return list(pipeline.eval_stream(cropper, batch_size, seed, total, shard_index,

@@ -14,6 +14,13 @@ together. The pathway makes the bass's pitch class an explicit, supervised quant
    the bass is on" per frame (held through rests). In training it is the true one (teacher
    forcing); when sampling it is the head's most likely path (`decode_path`: Viterbi with a cost
    per change, so the path changes at chord changes and not at every frame).
+3. With `onsets`, an `OnsetHead` predicts per latent frame whether a bass note starts, from the
+   mix latent and chroma (binary cross-entropy against the score's note starts), and the U-Net
+   receives one more channel: 1 where a note starts (the score's in training; the head's picked
+   peaks, plus every change of the pitch-class path, when sampling). The path says *which* note
+   and the onset channel says *when*: a U-Net trained on the teacher's path alone puts its
+   onsets where the path changes, i.e. only at chord changes when sampling
+   (experiments/ldm/README.md, "Where the onsets come from").
 """
 from __future__ import annotations
 
@@ -130,3 +137,72 @@ def hold_labels(labels_T: np.ndarray) -> np.ndarray:
   idx = np.maximum.accumulate(np.where(labels < NUM_PC, np.arange(len(labels)), -1))
   idx = np.where(idx < 0, sounding[0], idx)
   return labels[idx]
+
+
+def teacher_channels(labels_T: np.ndarray) -> np.ndarray:
+  """[T, 12] float32: the one-hot of the held bass pitch class per frame (`hold_labels`), the
+  teacher-forcing condition of training and of the oracle control; zeros where no bass sounds at
+  all. NumPy."""
+  held = hold_labels(labels_T)
+  out = np.zeros((len(held), NUM_PC), np.float32)
+  ok = held < NUM_PC
+  out[np.nonzero(ok)[0], held[ok]] = 1.0
+  return out
+
+
+class OnsetHead(nnx.Module):
+  """Mix condition (latent and chroma) [B, T, C] -> logit [B, T] that a bass note starts in the
+  frame: a residual stack of dilated convolutions (dilations 1, 2, 4, 8: about 4 s of context
+  at the demo's 15.6 frames per second, enough to see the beat)."""
+
+  def __init__(self, in_channels: int, hidden: int, kernel_size: int, *, rngs: nnx.Rngs):
+    init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
+    conv = lambda c_in, d: nnx.Conv(c_in, hidden, kernel_size=(kernel_size,),
+                                    kernel_dilation=(d,), padding="SAME", kernel_init=init,
+                                    rngs=rngs)
+    self.convs = nnx.List([conv(in_channels, 1)] + [conv(hidden, d) for d in (2, 4, 8)])
+    self.out = nnx.Conv(hidden, 1, kernel_size=(1,), kernel_init=nnx.initializers.zeros_init(),
+                        rngs=rngs)
+
+  def __call__(self, cond_BxTxC: jax.Array) -> jax.Array:
+    h = jax.nn.silu(self.convs[0](cond_BxTxC.astype(jnp.float32)))
+    for conv in self.convs[1:]:
+      h = h + jax.nn.silu(conv(h))
+    return self.out(h)[..., 0]
+
+
+def onset_loss(logits_BxT: jax.Array, onsets_BxT: jax.Array) -> jax.Array:
+  """Mean binary cross-entropy of the onset head against 0/1 note starts."""
+  y = onsets_BxT.astype(jnp.float32)
+  x = logits_BxT.astype(jnp.float32)
+  return jnp.mean(jnp.maximum(x, 0.0) - x * y + jnp.log1p(jnp.exp(-jnp.abs(x))))
+
+
+def pick_onsets(logits_BxT: jax.Array, threshold: float) -> jax.Array:
+  """[B, T] float 0/1: frames whose onset probability is above `threshold` and a local peak
+  (not below the previous frame, above the next), so one note start gives one onset."""
+  p = jax.nn.sigmoid(logits_BxT.astype(jnp.float32))
+  prev = jnp.pad(p, ((0, 0), (1, 0)))[:, :-1]
+  nxt = jnp.pad(p, ((0, 0), (0, 1)))[:, 1:]
+  return ((p > threshold) & (p >= prev) & (p > nxt)).astype(jnp.float32)
+
+
+def path_changes(path_BxT: jax.Array) -> jax.Array:
+  """[B, T] float 0/1: frames where a pitch-class path starts or changes (a new note there)."""
+  prev = jnp.pad(path_BxT, ((0, 0), (1, 0)), constant_values=NUM_PC)[:, :-1]
+  return ((path_BxT != prev) & (path_BxT < NUM_PC)).astype(jnp.float32)
+
+
+def onset_f1(pred_BxT: jax.Array, true_BxT: jax.Array, tolerance: int = 1) -> jax.Array:
+  """F-measure of predicted against true 0/1 onset frames, a prediction counting as a hit when a
+  true onset lies within `tolerance` frames (and vice versa for recall). Runs inside jit."""
+  def widen(x):
+    out = x
+    for d in range(1, tolerance + 1):
+      out = jnp.maximum(out, jnp.pad(x, ((0, 0), (d, 0)))[:, :-d])
+      out = jnp.maximum(out, jnp.pad(x, ((0, 0), (0, d)))[:, d:])
+    return out
+  pred, true = pred_BxT.astype(jnp.float32), true_BxT.astype(jnp.float32)
+  precision = jnp.sum(pred * widen(true)) / jnp.maximum(jnp.sum(pred), 1.0)
+  recall = jnp.sum(true * widen(pred)) / jnp.maximum(jnp.sum(true), 1.0)
+  return 2 * precision * recall / jnp.maximum(precision + recall, 1e-9)

@@ -36,6 +36,9 @@ class HarmonyConfig:
   hidden: int = 0
   kernel_size: int = 9
   equivariant: bool = True   # False: the ablation without sharing across transpositions
+  onsets: bool = False       # the bass onset channel and its head (harmony.OnsetHead)
+  onset_hidden: int = 64
+  onset_kernel_size: int = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +69,8 @@ class UNetConfig:
     if bad:
       raise BassgenError(f"model.attn_levels {tuple(self.attn_levels)} names levels outside "
                          f"0..{levels - 1}")
+    if self.harmony.onsets and not self.harmony.enabled:
+      raise BassgenError("model.harmony.onsets needs model.harmony.enabled=True")
     if self.harmony.enabled and not self.mix_chroma:
       raise BassgenError("model.harmony.enabled needs model.mix_chroma=True (the harmony head "
                          "reads the mix chroma)")
@@ -94,18 +99,28 @@ def harmony_enabled(cfg: UNetConfig) -> bool:
   return UNetConfig.of(cfg).harmony.enabled
 
 
+def onsets_enabled(cfg: UNetConfig) -> bool:
+  return UNetConfig.of(cfg).harmony.onsets
+
+
+def harmony_channels(cfg: UNetConfig) -> int:
+  """Condition channels the harmony pathway adds: 12 one-hot bass pitch-class channels with
+  `harmony.enabled` (+ 1 bass onset channel with `harmony.onsets`)."""
+  cfg = UNetConfig.of(cfg)
+  return (harmony.NUM_PC if cfg.harmony.enabled else 0) + (1 if cfg.harmony.onsets else 0)
+
+
 def cond_channels(cfg: UNetConfig) -> int:
   """Channels of the condition: the mix latent (+ 12 pitch-class channels with `mix_chroma`)
-  (+ 12 one-hot bass pitch-class channels with `harmony.enabled`)."""
+  (+ the harmony pathway's channels, `harmony_channels`)."""
   cfg = UNetConfig.of(cfg)
-  return (cfg.latent_channels + (12 if cfg.mix_chroma else 0)
-          + (harmony.NUM_PC if cfg.harmony.enabled else 0))
+  return cfg.latent_channels + (12 if cfg.mix_chroma else 0) + harmony_channels(cfg)
 
 
 def sampling_cond_channels(cfg: UNetConfig) -> int:
   """Channels of the condition a sampler is given: the mix latent and chroma; the harmony
-  channels are added inside the sampler from the head's prediction (`complete_condition`)."""
-  return cond_channels(cfg) - (harmony.NUM_PC if harmony_enabled(cfg) else 0)
+  channels are added inside the sampler from the heads' predictions (`complete_condition`)."""
+  return cond_channels(cfg) - harmony_channels(cfg)
 
 
 def _downsample_mask(frame_mask_BxT: jax.Array | None) -> jax.Array | None:
@@ -132,6 +147,10 @@ class UNet1D(nnx.Module):
     self.harmony = (harmony.HarmonyHead(cfg.harmony.hidden, cfg.harmony.kernel_size, rngs=rngs,
                                         equivariant=cfg.harmony.equivariant)
                     if cfg.harmony.enabled else None)
+    # The onset head: mix latent and chroma -> logit that a bass note starts in the frame.
+    self.onsets = (harmony.OnsetHead(cfg.latent_channels + harmony.NUM_PC, cfg.harmony.onset_hidden,
+                                     cfg.harmony.onset_kernel_size, rngs=rngs)
+                   if cfg.harmony.onsets else None)
     self.position = cfg.position
     self.multiple = length_multiple(cfg)
     groups, emb_dim = cfg.norm_groups, cfg.emb_dim
@@ -195,13 +214,25 @@ class UNet1D(nnx.Module):
     """Bass pitch-class logits [B, T, 12] from a condition's mix chroma (needs the head)."""
     return self.harmony(self.chroma_of(cond_BxTxC))
 
-  def complete_condition(self, cond_BxTxC: jax.Array, switch_penalty: float) -> jax.Array:
-    """A sampling condition: the mix latent and chroma [B, T, C' - 12] followed by the one-hot of
-    the head's most likely pitch-class path. Without the head, `cond_BxTxC` unchanged."""
+  def onset_logits(self, cond_BxTxC: jax.Array) -> jax.Array:
+    """Bass onset logits [B, T] from a condition's mix latent and chroma (needs the head)."""
+    return self.onsets(cond_BxTxC[..., : self.latent_channels + harmony.NUM_PC])
+
+  def complete_condition(self, cond_BxTxC: jax.Array, switch_penalty: float,
+                         onset_threshold: float = 0.5) -> jax.Array:
+    """A sampling condition: the mix latent and chroma followed by the one-hot of the head's most
+    likely pitch-class path and, with the onset head, the onset channel (its picked peaks and
+    every change of the path, as in training a new pitch class always starts a note). Without
+    the heads, `cond_BxTxC` unchanged."""
     if self.harmony is None:
       return cond_BxTxC
     path = harmony.decode_path(self.harmony_logits(cond_BxTxC), switch_penalty)
-    return jnp.concatenate([cond_BxTxC, harmony.one_hot_path(path, cond_BxTxC.dtype)], axis=-1)
+    parts = [cond_BxTxC, harmony.one_hot_path(path, cond_BxTxC.dtype)]
+    if self.onsets is not None:
+      picked = harmony.pick_onsets(self.onset_logits(cond_BxTxC), onset_threshold)
+      onsets = jnp.maximum(picked, harmony.path_changes(path))
+      parts.append(onsets[..., None].astype(cond_BxTxC.dtype))
+    return jnp.concatenate(parts, axis=-1)
 
   def __call__(self, x_BxTxC: jax.Array, sigma_B: jax.Array, cond_BxTxC: jax.Array,
                cond_mask_B: jax.Array, frame_mask_BxT: jax.Array | None = None,

@@ -94,6 +94,9 @@ class AutoencoderTask(common.Task):
     architecture) that model's weights (fine-tuning with new losses)."""
     init_from = self.cfg.train.get("init_from", "")
     if not init_from:
+      if self.cfg.train.get("freeze_encoder", False):
+        raise BassgenError("train.freeze_encoder fine-tunes the decoder of train.init_from; set "
+                           "--config.train.init_from=AUTOENCODER_EXPORT")
       return common.create_state(self, s, key)
     directory = codec_lib.find_export(init_from, "autoencoder")
     meta = checkpointing.load_meta(directory)
@@ -110,16 +113,27 @@ class AutoencoderTask(common.Task):
   def export(self, directory, s, state, step):
     """The EMA model with the per-channel statistics of its latents (`stats_batches` batches)."""
     cfg = self.cfg
-    stats_iter = iter(self.train_data(sharding.process_batch_size(cfg.train.batch_size),
-                                      seed=cfg.seed + 1))
-    batches = [next(stats_iter) for _ in range(cfg.train.stats_batches)]
-    mean, std = latent_statistics(cfg, s, state["ema"], batches)
+    if cfg.train.get("freeze_encoder", False):
+      # The encoder is `init_from`'s, so are its latents: keep its statistics as they are, and
+      # latent caches and diffusion models made with it stay valid.
+      meta = checkpointing.load_meta(codec_lib.find_export(cfg.train.init_from, "autoencoder"))
+      mean = np.asarray(meta["latent_mean"], np.float32)
+      std = np.asarray(meta["latent_std"], np.float32)
+    else:
+      stats_iter = iter(self.train_data(sharding.process_batch_size(cfg.train.batch_size),
+                                        seed=cfg.seed + 1))
+      batches = [next(stats_iter) for _ in range(cfg.train.stats_batches)]
+      mean, std = latent_statistics(cfg, s, state["ema"], batches)
     export_model(directory, cfg, state["ema"], mean, std, step)
 
 
 def _forward(model: Autoencoder, wav_BxS, noise_key, cfg):
   _, feat_true = model.analysis(wav_BxS)
   z = model.encoder(feat_true)
+  if cfg.train.get("freeze_encoder", False):
+    # Decoder-only fine-tuning: no gradient reaches the encoder, so its weights (and the latent
+    # space a diffusion model was trained on) stay exactly as `init_from` left them.
+    z = jax.lax.stop_gradient(z)
   if cfg.loss.latent_noise_std > 0:
     z = z + cfg.loss.latent_noise_std * jax.random.normal(noise_key, z.shape, z.dtype)
   feat_pred = model.decoder(z)

@@ -52,7 +52,8 @@ def make_optimizer(cfg: ml_collections.ConfigDict, num_steps: int
 def ema_update(ema: Any, params: Any, decay: float, step: jax.Array) -> Any:
   """EMA with warm-up (decay grows as (1 + t) / (10 + t)), initialised to the parameters."""
   d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
-  return jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema, params)
+  # e + (1 - d)(p - e): exactly e wherever p == e (a frozen part stays bit-identical).
+  return jax.tree.map(lambda e, p: e + (1.0 - d) * (p - e), ema, params)
 
 
 def tree_norm(tree: Any) -> jax.Array:

@@ -57,10 +57,14 @@ class LDMTask(common.Task):
       ce, acc = harmony.aux_loss(logits, batch["labels"])
       aux = dict(harmony_ce=ce, harmony_acc=acc)
       cond = training_condition(cfg, cond, logits, jax.random.fold_in(key, 7), step)
+    if model.onsets is not None:
+      aux["onset_bce"] = harmony.onset_loss(model.onset_logits(cond), batch["onsets"])
     loss, edm_aux = edm.denoising_loss(model, batch["target"], cond, key, cfg.diffusion)
     aux = dict(edm_aux, **aux)
     if model.harmony is not None:
       loss = loss + cfg.model.harmony.aux_weight * ce
+    if model.onsets is not None:
+      loss = loss + cfg.model.harmony.get("onset_aux_weight", 1.0) * aux["onset_bce"]
     return loss, aux
 
   def batch_shardings(self, mesh):
@@ -82,6 +86,12 @@ class LDMTask(common.Task):
       # The pitch-class path the sampler would condition on, scored against the labels.
       path = harmony.decode_path(logits, cfg.sample.get("harmony_switch_penalty", 0.0))
       out["harmony_path_acc"] = harmony.path_accuracy(path, batch["labels"])
+    if model.onsets is not None:
+      logits = model.onset_logits(batch["mix"])
+      out["onset_bce"] = harmony.onset_loss(logits, batch["onsets"])
+      # The onsets the sampler would give (picked peaks, ±1 frame), scored against the score's.
+      picked = harmony.pick_onsets(logits, cfg.sample.get("onset_threshold", 0.5))
+      out["onset_f"] = harmony.onset_f1(picked, batch["onsets"])
     return out, None
 
   def summarize(self, metrics):
@@ -103,7 +113,8 @@ class LDMTask(common.Task):
     return dict(crop_frames=cfg.train.crop_frames, seed=cfg.seed,
                 silence_threshold_db=cfg.data.silence_threshold_db,
                 with_chroma=self.model_cfg.mix_chroma,
-                with_harmony=self.model_cfg.harmony.enabled)
+                with_harmony=self.model_cfg.harmony.enabled,
+                with_onsets=self.model_cfg.harmony.onsets)
 
   def train_data(self, batch_size):
     return latents.make_latent_train_dataset(self.cache[0], batch_size=batch_size,
@@ -136,9 +147,12 @@ def training_condition(cfg: ml_collections.ConfigDict, cond_BxTxC: jax.Array,
   path = harmony.decode_path(jax.lax.stop_gradient(logits_BxTx12),
                              cfg.sample.get("harmony_switch_penalty", 0.0))
   use_Bx1x1 = jax.random.bernoulli(key, p * ramp, (cond_BxTxC.shape[0], 1, 1))
-  teacher = cond_BxTxC[..., -harmony.NUM_PC:]
+  # The pitch-class channels follow the mix's (and precede the onset channel, if any).
+  start = cond_BxTxC.shape[-1] - harmony.NUM_PC - (1 if cfg.model.harmony.get("onsets") else 0)
+  teacher = cond_BxTxC[..., start: start + harmony.NUM_PC]
   pcs = jnp.where(use_Bx1x1, harmony.one_hot_path(path, cond_BxTxC.dtype), teacher)
-  return jnp.concatenate([cond_BxTxC[..., :-harmony.NUM_PC], pcs], axis=-1)
+  return jnp.concatenate([cond_BxTxC[..., :start], pcs, cond_BxTxC[..., start + harmony.NUM_PC:]],
+                         axis=-1)
 
 
 # The task's pieces by name, as tests, benchmarks and notebooks use them.
@@ -165,8 +179,11 @@ def make_eval_step(cfg: ml_collections.ConfigDict, s: Setup) -> Callable:
 
 def batch_shardings(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> dict:
   out = {"mix": sharding.batch_sharding(mesh, 3), "target": sharding.batch_sharding(mesh, 3)}
-  if UNetConfig.from_config(cfg.model).harmony.enabled:
+  model_cfg = UNetConfig.from_config(cfg.model)
+  if model_cfg.harmony.enabled:
     out["labels"] = sharding.batch_sharding(mesh, 2)
+  if model_cfg.harmony.onsets:
+    out["onsets"] = sharding.batch_sharding(mesh, 2)
   return out
 
 
@@ -188,6 +205,8 @@ def ensure_latent_cache(cfg: ml_collections.ConfigDict, workdir: pathlib.Path,
   out = {"train": workdir / "latents" / "train", "val": workdir / "latents" / "val"}
   sources = {"train": cfg.data.train_dir, "val": cfg.data.val_dir or cfg.data.train_dir}
   if all((d / latents.INDEX_NAME).is_file() for d in out.values()):
+    if UNetConfig.from_config(cfg.model).harmony.onsets:
+      _add_onsets(sources, out)
     return out["train"], out["val"]
   codec = Codec.load(cfg.autoencoder_checkpoint)
   if codec.latent_channels != cfg.model.latent_channels:
@@ -213,6 +232,19 @@ def ensure_latent_cache(cfg: ml_collections.ConfigDict, workdir: pathlib.Path,
     if not (d / latents.INDEX_NAME).is_file():
       return None
   return out["train"], out["val"]
+
+
+def _add_onsets(sources: dict, out: dict) -> None:
+  """A cache written before the onset channel gets it (process 0 rewrites, the others wait)."""
+  missing = [s for s, d in out.items() if not latents.read_latent_index(d).get("onsets")]
+  if not missing:
+    return
+  if jax.process_index() == 0:
+    for split in missing:
+      logging.info("adding bass onsets to the %s latent cache %s", split, out[split])
+      latents.add_onsets(sources[split], out[split], log=lambda m: logging.info("%s", m))
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("latent cache: onsets")
 
 
 def export_model(directory: pathlib.Path, cfg: ml_collections.ConfigDict, params: Any,

@@ -123,17 +123,19 @@ def t2(args) -> None:
   sr = gen.sample_rate
   tracks = _tracks(args.data, sr, args.tracks, args.seconds)
   t0 = time.time()
-  def given_path(t):
-    """With --oracle-path: the score's bass pitch class per latent frame (a control)."""
+  def given(t):
+    """With --oracle-path: the score's bass pitch class and note starts per latent frame (a
+    control; the note starts matter only to a model with the onset channel)."""
     if not args.oracle_path:
-      return None
+      return {}
     from bassgen.data import labels
     fps = sr / gen.codec.samples_per_latent
-    return labels.labels_from_notes(t.score["bass_notes"], gen.codec.num_latent_frames(len(t.mix)),
-                                    fps)
+    n = gen.codec.num_latent_frames(len(t.mix))
+    return dict(pitch_classes=labels.labels_from_notes(t.score["bass_notes"], n, fps),
+                onsets=labels.onsets_from_notes(t.score["bass_notes"], n, fps))
 
   generated = [gen.generate(t.mix, sr, options=SampleOptions(seed=args.seed, guidance=args.guidance),
-                            pitch_classes=given_path(t))[0]
+                            **given(t))[0]
                for t in tracks]
   gen_s = time.time() - t0
   systems = {"generated": generated}

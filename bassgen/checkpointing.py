@@ -127,6 +127,19 @@ def _data_file(process_index: int, process_count: int) -> str:
   return f"process_{process_index}-of-{process_count}.json"
 
 
+# Fields of the `sample` section that say what one run reads and writes (configs/ldm.py, for
+# `main.py --mode=sample`), not how the model samples: exports leave them out.
+RUN_IO_FIELDS = ("mix", "style", "out", "checkpoint", "num_samples", "overwrite")
+
+
+def model_config(config: dict) -> dict:
+  """An exported model's config: `config` (a dict) without the run I/O fields of `sample`."""
+  out = dict(config)
+  if isinstance(out.get("sample"), dict):
+    out["sample"] = {k: v for k, v in out["sample"].items() if k not in RUN_IO_FIELDS}
+  return out
+
+
 def save_params(directory: str | pathlib.Path, params: Any, meta: dict) -> None:
   """Writes an inference export: parameters only (e.g. EMA, as numpy arrays) and JSON metadata.
 

@@ -85,6 +85,8 @@ def main() -> None:
           "target": rng.standard_normal(shape).astype(np.float32)}
   if unet.harmony_enabled(cfg.model):
     host["labels"] = rng.integers(0, 13, shape[:2]).astype(np.int32)
+  if unet.onsets_enabled(cfg.model):
+    host["onsets"] = rng.integers(0, 2, shape[:2]).astype(np.int32)
   batch = sharding.global_batch(host, mesh)
   tstate, m = step(tstate, batch, jax.random.key(0))
   jax.block_until_ready(m)

@@ -55,6 +55,8 @@ def main() -> None:
                 "target": ((b, t, c), np.float32)}
       if unet.harmony_enabled(cfg.model):
         shapes["labels"] = ((b, t), np.int32)
+      if unet.onsets_enabled(cfg.model):
+        shapes["onsets"] = ((b, t), np.int32)
     return {k: jax.ShapeDtypeStruct(s, d, sharding=sharding.batch_sharding(mesh, len(s)))
             for k, (s, d) in shapes.items()}
 

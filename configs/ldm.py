@@ -6,8 +6,8 @@ grounding. A base config (the `demo` variant) and one override block per other v
 (`configs/ldm.py:VARIANT`):
   paper     115 M-parameter U-Net (bfloat16 compute), 64-channel latents, 256-frame (~24 s)
             crops; for GPU/TPU.
-  demo      3.7 M parameters, 32-channel latents, 128-frame crops; trains on a 2-core CPU
-            in ~45 min.
+  demo      3.9 M parameters, 32-channel latents, 128-frame crops; trains on a 2-core CPU
+            in ~35 min (6 000 steps).
   runlocal  tiny; runs in seconds, used by the tests.
 """
 from __future__ import annotations
@@ -75,7 +75,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Bass onset channel: a head on the mix latent and chroma predicts where bass notes start
   # (binary cross-entropy against the score's note starts, weight onset_aux_weight); the U-Net
   # reads 1 where a note starts (the score's in training, the head's peaks when sampling).
-  h.onsets = False
+  # False: the bundle of 2026-12-02, whose bass held its notes through each chord
+  # (experiments/ldm/README.md, "The onset channel").
+  h.onsets = True
   h.onset_hidden = 64
   h.onset_kernel_size = 5
   h.onset_aux_weight = 1.0
@@ -117,7 +119,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Prepared audio; latents are cached in WORKDIR/latents.
   d = config.data = common.data(silence_threshold_db=-50.0, num_val_examples=64)
   d.mixes_per_track = 4  # K random mixes per track
-  t = config.train = common.train(batch_size=16, num_steps=12_000, max_minutes=38.0,
+  t = config.train = common.train(batch_size=16, num_steps=6000, max_minutes=75.0,
                                   log_every=50, eval_every=1000, ckpt_every=1000)
   t.crop_frames = 128
   o = config.optim = common.optim(lr=5e-4, warmup_steps=300, ema_decay=0.999)
@@ -137,6 +139,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m.dtype = "bfloat16"
     m.mix_chroma = False
     h.enabled = False
+    h.onsets = False
     h.hidden = 64
     s.buckets = (256, 320, 384, 512, 640, 768, 1024, 1280, 1536, 2048, 2560, 3072, 4096)
     d.mixes_per_track = 8

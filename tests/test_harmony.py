@@ -114,12 +114,14 @@ def test_the_sampler_conditions_on_the_heads_path():
                                                     model.harmony.out.kernel[...].shape)
   graphdef, state = nnx.split(model)
   c = unet.sampling_cond_channels(cfg.model)
-  assert c == unet.cond_channels(cfg.model) - 12
+  extra = 1 if unet.onsets_enabled(cfg.model) else 0       # the onset channel, after the path
+  assert c == unet.cond_channels(cfg.model) - 12 - extra
   cond = jax.random.uniform(jax.random.key(0), (1, 32, c))
   full = model.complete_condition(cond, 0.0)
-  path = np.asarray(jnp.argmax(full[..., c:], -1))[0]
+  path = np.asarray(jnp.argmax(full[..., c: c + 12], -1))[0]
   np.testing.assert_array_equal(path, np.asarray(jnp.argmax(model.harmony_logits(cond), -1))[0])
-  assert len(set(np.asarray(jnp.argmax(model.complete_condition(cond, 1e6)[..., c:], -1))[0])) == 1
+  held = model.complete_condition(cond, 1e6)[..., c: c + 12]
+  assert len(set(np.asarray(jnp.argmax(held, -1))[0])) == 1
   fn = samplers.make_sampler(graphdef, sigma_data=1.0, sampler="euler", steps=2)
   run = lambda penalty, c=cond: samplers.generate(
       fn, state, c, cfg=ml_collections.ConfigDict(dict(
@@ -129,7 +131,8 @@ def test_the_sampler_conditions_on_the_heads_path():
   assert float(jnp.abs(run(0.0) - run(1e6)).max()) > 1e-3
   # A condition that brings its own path (the oracle control) is used as it is: the head's
   # switch penalty no longer matters, the given pitch class does.
-  given = lambda pc: jnp.concatenate([cond, jax.nn.one_hot(jnp.full((1, 32), pc), 12)], -1)
+  given = lambda pc: jnp.concatenate([cond, jax.nn.one_hot(jnp.full((1, 32), pc), 12)]
+                                     + [jnp.zeros((1, 32, extra))], -1)
   assert float(jnp.abs(run(0.0, given(3)) - run(1e6, given(3))).max()) < 1e-6
   assert float(jnp.abs(run(0.0, given(3)) - run(0.0, given(8))).max()) > 1e-3
 

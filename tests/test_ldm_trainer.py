@@ -37,6 +37,9 @@ def _batch(cfg, n=8, seed=0):
            "target": (0.8 * mix + 0.2 * rng.standard_normal(shape)).astype(np.float32)}
   if unet.harmony_enabled(cfg.model):
     batch["labels"] = rng.integers(0, 13, shape[:2]).astype(np.int32)
+  if unet.onsets_enabled(cfg.model):
+    batch["onsets"] = (rng.uniform(size=shape[:2]) < 0.25).astype(np.int32)
+    batch["mix"][..., -1] = batch["onsets"]
   return batch
 
 
@@ -152,8 +155,13 @@ def test_end_to_end_tiny_run(autoencoder_export, tmp_path):
   cfg = _cfg(**{"autoencoder_checkpoint": str(base / "ae"),
                 "data.train_dir": str(base / "prepared"), "data.val_dir": str(base / "prepared"),
                 "train.num_steps": 4, "train.eval_every": 2, "train.ckpt_every": 2})
+  cfg.sample.mix, cfg.sample.out = "song.wav", "my_outputs"   # one run's I/O, not the model's
   metrics = trainer.train_and_evaluate(cfg, tmp_path / "run")
   assert {"sigma0.5_cond", "sigma0.5_uncond", "val_loss"} <= set(metrics)
   assert all(np.isfinite(v) for v in metrics.values())
   assert (tmp_path / "run" / "export").is_dir()
+  from bassgen import checkpointing
+  exported = checkpointing.load_meta(tmp_path / "run" / "export")["config"]["sample"]
+  assert not set(checkpointing.RUN_IO_FIELDS) & set(exported), exported
+  assert exported["steps"] == cfg.sample.steps
   assert (tmp_path / "run" / "latents" / "train" / "latents.json").is_file()

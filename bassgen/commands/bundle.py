@@ -37,7 +37,8 @@ def _copy(kind: str, src, dst, dtype: str, sample_overrides: dict | None = None)
   params = checkpointing.load_params(directory, _abstract(kind, meta))
   params = jax.tree.map(lambda x: np.asarray(x).astype(dtype), params)
   if kind == "ldm":
-    meta = dict(meta, autoencoder_checkpoint="../autoencoder")
+    meta = dict(meta, autoencoder_checkpoint="../autoencoder",
+                config=checkpointing.model_config(meta["config"]))
     if sample_overrides:
       unknown = sorted(set(sample_overrides) - set(meta["config"]["sample"]))
       if unknown:

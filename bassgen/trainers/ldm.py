@@ -249,7 +249,7 @@ def _add_onsets(sources: dict, out: dict) -> None:
 
 def export_model(directory: pathlib.Path, cfg: ml_collections.ConfigDict, params: Any,
                  step: int) -> None:
-  meta = {"kind": "ldm", "config": cfg.to_dict(), "step": int(step),
+  meta = {"kind": "ldm", "config": checkpointing.model_config(cfg.to_dict()), "step": int(step),
           "autoencoder_checkpoint": str(cfg.autoencoder_checkpoint)}
   checkpointing.save_params(directory, sharding.to_host(params), meta)
   logging.info("exported the EMA diffusion model to %s", directory)

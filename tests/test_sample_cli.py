@@ -355,9 +355,9 @@ def test_sampler_on_a_mesh_splits_variants_and_weights_like_training(bundle, tmp
   def spy_sampler(*args):
     fn = real_sampler(*args)
 
-    def spied(state, cond, *rest):
+    def spied(state, cond, *rest, **kw):
       seen.append(cond.sharding)
-      return fn(state, cond, *rest)
+      return fn(state, cond, *rest, **kw)
     return spied
 
   monkeypatch.setattr(many, "_sampler", spy_sampler)

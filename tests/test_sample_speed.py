@@ -51,7 +51,7 @@ def concrete_draws(monkeypatch):
 @pytest.fixture(scope="module")
 def bundle_without_harmony(tmp_path_factory):
   harmony = load_config(f"{ROOT / 'configs' / 'ldm.py'}:runlocal").model.harmony
-  harmony.enabled = False
+  harmony.enabled = harmony.onsets = False
   return make_random_bundle(tmp_path_factory.mktemp("plain"), harmony=harmony)
 
 

@@ -70,7 +70,9 @@ class UNetConfig:
       raise BassgenError(f"model.attn_levels {tuple(self.attn_levels)} names levels outside "
                          f"0..{levels - 1}")
     if self.harmony.onsets and not self.harmony.enabled:
-      raise BassgenError("model.harmony.onsets needs model.harmony.enabled=True")
+      raise BassgenError("model.harmony.onsets needs model.harmony.enabled=True; to turn the "
+                         "pathway off, set both: --config.model.harmony.enabled=False "
+                         "--config.model.harmony.onsets=False")
     if self.harmony.enabled and not self.mix_chroma:
       raise BassgenError("model.harmony.enabled needs model.mix_chroma=True (the harmony head "
                          "reads the mix chroma)")

@@ -6,7 +6,7 @@ not the tracing and lowering it needs to look a program up: about 1 s for the de
 constructors for another 1.6 s. A `ProgramCache` keeps both on disk:
 
 - `structure(kind, config, build)`: what `build()` returns (a model's graphdef and abstract
-  weights), pickled;
+  weights), pickled (and authenticated, below);
 - `call(name, scope, jitted, *args)`: the compiled executable of `jitted` for these arguments
   (`jax.experimental.serialize_executable`), so a second process neither traces, lowers nor
   compiles it.
@@ -14,7 +14,10 @@ constructors for another 1.6 s. A `ProgramCache` keeps both on disk:
 An entry's key holds everything it depends on: bassgen's own source, the versions of JAX, jaxlib
 and Flax, the devices, the model config (`scope`), and each argument's shape, dtype and sharding.
 Editing bassgen or upgrading JAX therefore misses the cache instead of running a stale program.
-Entries are written atomically; an unreadable one is rebuilt. Only programs XLA compiled in this
+Entries are written atomically; an unreadable one is rebuilt. They are pickles, so none is
+unpickled unless it carries an HMAC-SHA256 tag made with this cache's own secret key (a file
+readable by its owner only, in a folder only its owner can write): an entry someone else planted
+or altered is rebuilt, never loaded. Only programs XLA compiled in this
 process are stored: on a CPU, an executable that JAX's persistent cache answered serializes without
 its compiled kernels, so such a program stays with JAX's cache (traced, then looked up). Single-device programs only (the
 sampler on a mesh of several devices traces and compiles as usual). The folder is a cache: delete
@@ -24,11 +27,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import json
 import logging
 import os
 import pathlib
 import pickle
+import secrets
+import stat
 import tempfile
 from typing import Any, Callable
 
@@ -107,28 +113,66 @@ class ProgramCache:
     self._programs: dict[str, Any] = {}
     self.loaded = 0
     self.built = 0
+    self._secret: bytes | None = None
+    self._usable = True
+
+  def _key(self) -> bytes | None:
+    """This cache's secret (made on first use), or None when the folder or key file could be
+    written by another user (then nothing is read or written)."""
+    if self._secret is not None or not self._usable:
+      return self._secret
+    try:
+      self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+      path = self.folder / ".key"
+      try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+          f.write(secrets.token_bytes(32))
+      except FileExistsError:
+        pass
+      for item in (self.folder, path):
+        st = os.stat(item)
+        if st.st_uid != os.getuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or (
+            item == path and st.st_mode & (stat.S_IRGRP | stat.S_IROTH)):
+          raise PermissionError(f"{item} is not private to this user")
+      self._secret = path.read_bytes()
+    except OSError as e:
+      _log.warning("not using the program cache in %s (%s)", self.folder, e)
+      self._usable = False
+    return self._secret
 
   def _path(self, prefix: str, *parts: str) -> pathlib.Path:
     key = hashlib.sha256(json.dumps([self._env, *parts]).encode()).hexdigest()[:40]
     return self.folder / f"{prefix}-{key}.pkl"
 
   def _read(self, path: pathlib.Path) -> Any:
+    key = self._key()
+    if key is None:
+      return None
     try:
-      with open(path, "rb") as f:
-        return pickle.load(f)
+      data = path.read_bytes()
     except FileNotFoundError:
       return None
+    tag, body = data[:32], data[32:]
+    if not hmac.compare_digest(tag, hmac.new(key, body, hashlib.sha256).digest()):
+      _log.warning("ignoring cache entry %s: it was not written by this cache; rebuilding it", path)
+      return None
+    try:
+      return pickle.loads(body)
     except Exception as e:  # pylint: disable=broad-except
       _log.warning("ignoring unreadable cache entry %s (%s); rebuilding it", path, e)
       return None
 
   def _write(self, path: pathlib.Path, value: Any) -> None:
+    key = self._key()
+    if key is None:
+      return
     try:
-      self.folder.mkdir(parents=True, exist_ok=True)
+      body = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
       fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".pkl")
       try:
         with os.fdopen(fd, "wb") as f:
-          pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+          f.write(hmac.new(key, body, hashlib.sha256).digest() + body)
         os.replace(tmp, path)
       finally:
         if os.path.exists(tmp):

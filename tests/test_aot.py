@@ -1,6 +1,7 @@
 """The program cache: compiled programs and model structures reused by a later process without
 tracing or compiling again, keyed by what they depend on."""
 import functools
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -84,6 +85,38 @@ def test_structures_are_built_once_per_config(tmp_path):
   assert a == b and len(builds) == 1
   aot.ProgramCache(tmp_path).structure("net", {"channels": 8}, build)
   assert len(builds) == 2
+
+
+class _Planted:
+  """A pickle that runs code when loaded: what an attacker would put in someone's cache."""
+
+  def __init__(self, marker):
+    self.marker = str(marker)
+
+  def __reduce__(self):
+    return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_an_entry_the_cache_did_not_write_is_never_unpickled(tmp_path):
+  import os
+  import pickle
+  builds = []
+  build = lambda: builds.append(1) or {"n": 1}
+  folder, marker = tmp_path / "cache", tmp_path / "ran"
+  aot.ProgramCache(folder).structure("net", {"c": 1}, build)
+  (entry,) = folder.glob("structure-*.pkl")
+  for planted in (pickle.dumps(_Planted(marker)),                     # no tag at all
+                  entry.read_bytes()[:32] + pickle.dumps(_Planted(marker))):   # a stolen tag
+    entry.write_bytes(planted)
+    assert aot.ProgramCache(folder).structure("net", {"c": 1}, build) == {"n": 1}
+    assert not marker.exists()
+  assert len(builds) == 3                                  # rebuilt each time, not loaded
+  # A folder another user could write to is not used at all.
+  os.chmod(folder, 0o777)
+  shared = aot.ProgramCache(folder)
+  shared.structure("net", {"c": 1}, build)
+  shared.structure("net", {"c": 1}, build)
+  assert len(builds) == 5 and shared.loaded == 0
 
 
 def test_the_key_follows_the_source():

@@ -27,6 +27,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
 NUM_PC = 12
@@ -173,9 +174,8 @@ class OnsetHead(nnx.Module):
 
 def onset_loss(logits_BxT: jax.Array, onsets_BxT: jax.Array) -> jax.Array:
   """Mean binary cross-entropy of the onset head against 0/1 note starts."""
-  y = onsets_BxT.astype(jnp.float32)
-  x = logits_BxT.astype(jnp.float32)
-  return jnp.mean(jnp.maximum(x, 0.0) - x * y + jnp.log1p(jnp.exp(-jnp.abs(x))))
+  return jnp.mean(optax.sigmoid_binary_cross_entropy(logits_BxT.astype(jnp.float32),
+                                                     onsets_BxT.astype(jnp.float32)))
 
 
 def pick_onsets(logits_BxT: jax.Array, threshold: float) -> jax.Array:

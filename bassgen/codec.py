@@ -32,6 +32,23 @@ EDGE_FADE_S = 0.01
 LATENT_CLIP = 12.0
 
 
+def encode_fn(graphdef: Any, params: Any, wav_BxS: jax.Array, margin: int) -> jax.Array:
+  """Un-normalised latents [B, W - 2 margin, C] of windows [B, W * samples_per_latent] whose first
+  and last `margin` frames are context (silence or neighbouring audio): only the centre is kept.
+  Pure and jittable; the chunked `Codec.encode` and the one-jit wave->wave path both use it."""
+  z = nnx.merge(graphdef, params).encode(wav_BxS)
+  return z[:, margin: z.shape[1] - margin]
+
+
+def decode_fn(graphdef: Any, params: Any, z_BxWxC: jax.Array, margin: int,
+              samples_per_latent: int) -> jax.Array:
+  """Audio [B, (W - 2 margin) * samples_per_latent] of un-normalised latent windows [B, W, C],
+  their `margin` context frames on each side cropped away. Pure and jittable, as `encode_fn`."""
+  wav = nnx.merge(graphdef, params).decode(z_BxWxC)
+  crop = margin * samples_per_latent
+  return wav[:, crop: wav.shape[1] - crop]
+
+
 
 def find_export(path: str | pathlib.Path, kind: str = "autoencoder") -> pathlib.Path:
   """Accepts an export folder, a training workdir (uses `workdir/export`) or a bundle folder
@@ -87,11 +104,11 @@ class Codec:
   # -- jitted pieces (one shape each) -------------------------------------------------------
   @functools.partial(jax.jit, static_argnums=0)
   def _encode(self, params, wav_BxS):
-    return nnx.merge(self.graphdef, params).encode(wav_BxS)
+    return encode_fn(self.graphdef, params, wav_BxS, self.margin)
 
   @functools.partial(jax.jit, static_argnums=0)
   def _decode(self, params, z_BxLxC):
-    return nnx.merge(self.graphdef, params).decode(z_BxLxC)
+    return decode_fn(self.graphdef, params, z_BxLxC, self.margin, self.samples_per_latent)
 
   @functools.partial(jax.jit, static_argnums=0)
   def _chroma_energy(self, wav_BxS):
@@ -145,7 +162,7 @@ class Codec:
       w = padded[starts[i] * spl: (starts[i] + n + 2 * m) * spl]
       return np.pad(w, (0, (n + 2 * m) * spl - len(w)))
 
-    z = self._run_chunks(self._program("encode"), window, len(starts))[:, m: m + n]
+    z = self._run_chunks(self._program("encode"), window, len(starts))
     z = self.clip_latent(z.reshape(-1, self.latent_channels)[:num_frames])
     return self.normalize(z) if normalize else z
 
@@ -153,7 +170,8 @@ class Codec:
              normalized: bool = True) -> np.ndarray:
     """Waveform of latents [L, C] (or [K, L, C]: K waveforms [K, S], decoded as one batch of
     chunks); `num_samples` crops the result (default L * samples_per_latent)."""
-    z = self.denormalize(z_LxC) if normalized else np.asarray(z_LxC, np.float32)
+    z = np.asarray(z_LxC, np.float32)
+    z = self.denormalize(z) if normalized else z
     batch = z.ndim == 3
     z_KxLxC = z if batch else z[None]
     spl, m, n = self.samples_per_latent, self.margin, self.chunk_frames
@@ -163,7 +181,7 @@ class Codec:
     chunks = -(-num_frames // n)   # variant-major: window i is chunk i % chunks of variant i // chunks
     window = lambda i: padded[i // chunks, (i % chunks) * n: (i % chunks) * n + n + 2 * m]
     wav = self._run_chunks(self._program("decode"), window, k * chunks)
-    wav = wav[:, m * spl: (m + n) * spl].reshape(k, -1)[:, : (num_samples or num_frames * spl)]
+    wav = wav.reshape(k, -1)[:, : (num_samples or num_frames * spl)]
     return wav if batch else wav[0]
 
   def chroma(self, wav_S: np.ndarray) -> np.ndarray:
@@ -193,20 +211,19 @@ class Codec:
 
   def one_pass(self, wav_S: np.ndarray) -> np.ndarray:
     """Reference for the chunked path: the whole (silence-padded) signal in one call."""
-    spl, m = self.samples_per_latent, self.margin
+    m = self.margin
     padded, num_frames = self.prepare(wav_S)
-    z = np.asarray(self._encode(self.params, padded[None]))[0, m: m + num_frames]
-    z = self.clip_latent(z)
-    zp = np.concatenate([np.zeros((m, z.shape[1]), np.float32), z,
-                         np.zeros((m, z.shape[1]), np.float32)])
-    wav = np.asarray(self._decode(self.params, zp[None]))[0, m * spl:]
-    return wav[: len(wav_S)]
+    z = self.clip_latent(np.asarray(self._encode(self.params, padded[None]))[0, :num_frames])
+    zp = np.pad(z, ((m, m), (0, 0)))   # silence on both sides, as `decode`
+    return np.asarray(self._decode(self.params, zp[None]))[0, : len(wav_S)]
 
-  def normalize(self, z: np.ndarray) -> np.ndarray:
+  def normalize(self, z: Any) -> Any:
+    """Latents to the diffusion model's scale (numpy or jax arrays, inside jit too)."""
     return (z - self.latent_mean) / self.latent_std
 
-  def denormalize(self, z: np.ndarray) -> np.ndarray:
-    return np.asarray(z, np.float32) * self.latent_std + self.latent_mean
+  def denormalize(self, z: Any) -> Any:
+    """The inverse of `normalize` (numpy or jax arrays, inside jit too)."""
+    return z * self.latent_std + self.latent_mean
 
   def _run_chunks(self, fn, window, count: int, with_params: bool = True) -> np.ndarray:
     """`fn(params, batch)` (or `fn(batch)`) over the `count` windows `window(i)` gives: full

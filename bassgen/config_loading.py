@@ -1,49 +1,61 @@
-"""Loads `configs/NAME.py[:variant]` files outside absl (for the `bassgen` console script)."""
+"""Config files and their overrides, parsed by ml_collections' own flag machinery.
+
+`python -m bassgen.main --config=configs/ldm.py:demo --config.optim.lr=3e-4`, `bassgen train
+--config configs/ldm.py:demo optim.lr=3e-4` and `load_config("configs/ldm.py:demo",
+["optim.lr=3e-4"])` all go through `load_config`: `config_flags.DEFINE_config_file` on a private
+`FlagValues`, so an override is typed, checked and parsed exactly as absl would, and a bad one is
+reported in one line that names the flag.
+"""
 from __future__ import annotations
 
-import ast
-import importlib.util
 import pathlib
+import re
+from typing import Sequence
 
 import ml_collections
+from absl import flags
+from ml_collections import config_flags
 
 from bassgen.errors import BassgenError
 
 
-def load_config(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> ml_collections.ConfigDict:
-  """`spec` is `path/to/config.py` or `path/to/config.py:variant`; overrides are `a.b=value`."""
-  path, _, arg = spec.partition(":")
-  file = pathlib.Path(path)
-  if not file.is_file():
-    raise BassgenError(f"{file}: no such config file. Use e.g. configs/autoencoder.py:demo.")
-  module_spec = importlib.util.spec_from_file_location(f"bassgen_config_{file.stem}", file)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  try:
-    cfg = module.get_config(arg or None)
-  except ValueError as e:
-    raise BassgenError(f"{file}: {e}") from None
-  for item in overrides:
-    key, eq, value = item.partition("=")
-    if not eq:
-      raise BassgenError(f"bad override {item!r}: write it as field.name=value")
-    set_field(cfg, key.removeprefix("config."), value)
-  return cfg
+def override_flag(item: str) -> str:
+  """`a.b=v`, `config.a.b=v` or `--config.a.b=v` as the flag `--config.a.b=v`."""
+  text = item.removeprefix("--").removeprefix("config.")
+  if "=" not in text or not text.split("=", 1)[0]:
+    raise BassgenError(f"bad override {item!r}: write it as field.name=value (e.g. optim.lr=3e-4)")
+  return f"--config.{text}"
 
 
-def set_field(cfg: ml_collections.ConfigDict, dotted: str, text: str) -> None:
-  *parents, leaf = dotted.split(".")
-  node = cfg
-  for depth, key in enumerate(parents + [leaf]):
-    if not isinstance(node, ml_collections.ConfigDict) or key not in node:
-      where = ".".join(parents[:depth]) or "the config"
-      known = (f" (it has {', '.join(sorted(node.keys()))})"
-               if isinstance(node, ml_collections.ConfigDict) else " (it is not a group)")
-      raise BassgenError(f"unknown config field {dotted!r}: {where} has no {key!r}{known}")
-    if depth < len(parents):
-      node = node[key]
+def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """`spec` is `path/to/config.py` or `path/to/config.py:variant`; `overrides` are `a.b=value`
+  (strings parse as absl would on a command line: `train.init_from=` is the empty string)."""
+  path = spec.partition(":")[0]
+  if not pathlib.Path(path).is_file():
+    raise BassgenError(f"{path}: no such config file. Use e.g. configs/autoencoder.py:demo.")
+  argv = ["bassgen", f"--config={spec}", *map(override_flag, overrides)]
+  values = flags.FlagValues()
+  holder = config_flags.DEFINE_config_file("config", None, "configs/NAME.py[:variant]",
+                                           flag_values=values, lock_config=False, sys_argv=argv)
   try:
-    value = ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    value = text
-  node[leaf] = value
+    values(argv)
+    return holder.value
+  except (flags.Error, AttributeError, KeyError, ValueError) as e:
+    raise BassgenError(explain(e, argv)) from None
+
+
+def explain(error: Exception, argv: Sequence[str]) -> str:
+  """One line for a config that could not be loaded or overridden (no traceback)."""
+  if isinstance(error, (AttributeError, KeyError)):   # an override of a field that is not there
+    field = (re.findall(r"\w+", str(error)) or ["?"])[0]
+    hint = re.search(r'Did you mean "(\w+)"', str(error))
+    bad = [a.split("=")[0] for a in argv[1:]
+           if a.startswith("--config.") and field in a.split("=")[0].split(".")] or ["--config.*"]
+    dotted = bad[0].removeprefix("--config.")
+    return (f"{bad[0]}: the config has no field {dotted!r}"
+            f"{f' (did you mean {hint[1]!r}?)' if hint else ''}. Check the name against the "
+            "config file.")
+  lines = [l.strip() for l in str(error).splitlines() if l.strip()] or [repr(error)]
+  if "Traceback" in str(error):   # "flag --config=...: Error whilst parsing ...:" + trace + "Err: why"
+    lines = [f"{lines[0].split(': ')[0]}: {lines[-1].split(': ', 1)[-1]}"]
+  return lines[0]

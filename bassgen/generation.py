@@ -22,6 +22,7 @@ import numpy as np
 from flax import nnx
 
 from bassgen import aot, checkpointing, samplers, sharding, spectral
+from bassgen import codec as codec_lib
 from bassgen.codec import Codec, find_export
 from bassgen.data import audio
 from bassgen.data import labels as data_labels
@@ -53,10 +54,10 @@ class SampleOptions:
 class BassGenerator:
 
   def __init__(self, codec: Codec, cfg: ml_collections.ConfigDict, params: Any, *,
-               structure: tuple[Any, Any, Any] | None = None,
+               structure: tuple[Any, Any] | None = None,
                mesh: jax.sharding.Mesh | None = None, programs: aot.ProgramCache | None = None):
-    """`structure`: the U-Net's (graphdef, non-parameter state, logical parameter specs) as
-    `abstract_unet(cfg)` gives them (built from `cfg` when not given).
+    """`structure`: the U-Net's (graphdef, logical parameter specs) as `abstract_unet(cfg)` gives
+    them (built from `cfg` when not given).
 
     `mesh`: the devices the sampler runs on (default: one device). Its weights are laid out by
     the same logical-axis rules as in training (large ones split over `fsdp`), and a batch of
@@ -67,18 +68,16 @@ class BassGenerator:
     """
     self.codec = codec
     self.cfg = cfg
-    # The U-Net's structure and non-parameter state (dropout streams, unused at inference), from
-    # its abstract shapes: no initialiser runs.
+    # The U-Net's structure, from its abstract shapes: no initialiser runs.
     if structure is None:
-      graphdef, _, rest, logical = abstract_unet(cfg)
-      structure = (graphdef, rest, logical)
-    self.graphdef, rest, logical = structure
+      graphdef, _, logical = abstract_unet(cfg)
+      structure = (graphdef, logical)
+    self.graphdef, logical = structure
     self.mesh = mesh if mesh is not None else sharding.make_mesh((1, 1), devices=jax.devices()[:1])
     rules = sharding.mesh_config().rules
     min_size = cfg.get("mesh", {}).get("min_shard_size", sharding.mesh_config().min_shard_size)
     self.params = jax.device_put(params, sharding.shardings_from_specs(
         logical, params, self.mesh, rules, min_size))
-    self.rest = jax.device_put(rest, sharding.replicated(self.mesh))
     self.length_multiple = unet.length_multiple(cfg.model)
     self.programs = programs if self.mesh.devices.size == 1 else None
     self._samplers: dict[tuple[str, int], Any] = {}
@@ -103,14 +102,14 @@ class BassGenerator:
       raise BassgenError(f"{ldm_dir}: not a diffusion model export (kind={meta.get('kind')!r}). "
                          "Give the bundled experiments/demo folder or a diffusion workdir.")
     cfg = ml_collections.ConfigDict(meta["config"])
-    graphdef, abstract_params, rest, logical = (
+    graphdef, abstract_params, logical = (
         abstract_unet(cfg) if programs is None
         else programs.structure("unet", cfg.model, lambda: abstract_unet(cfg)))
     params = checkpointing.load_params(ldm_dir, abstract_params)
     ae_dir = path / "autoencoder" if (path / "autoencoder").is_dir() else pathlib.Path(
         meta["autoencoder_checkpoint"])
     return cls(Codec.load(ae_dir, programs=programs), cfg, params,
-               structure=(graphdef, rest, logical), mesh=mesh, programs=programs)
+               structure=(graphdef, logical), mesh=mesh, programs=programs)
 
   @property
   def sample_rate(self) -> int:
@@ -139,9 +138,10 @@ class BassGenerator:
           scope=aot.config_scope(self.cfg) if self.programs is not None else "")
     return self._samplers[key]
 
-  def _full_state(self):
-    model = nnx.merge(self.graphdef, self.params, self.rest)
-    return nnx.state(model)
+  def _state(self):
+    """The U-Net's weights as the `nnx.State` the jitted samplers take (the model holds nothing
+    else: dropout keys come with each call)."""
+    return nnx.state(nnx.merge(self.graphdef, self.params))
 
   def condition(self, mix: np.ndarray, z_mix: np.ndarray) -> np.ndarray:
     return condition(self.codec, self.cfg.model, mix, z_mix)
@@ -214,7 +214,7 @@ class BassGenerator:
            else contextlib.nullcontext(progress))
     with bar as counter:
       sample_fn = self._sampler(scfg.sampler, int(scfg.steps))
-      z = samplers.generate(sample_fn, self._full_state(), cond, cfg=scfg,
+      z = samplers.generate(sample_fn, self._state(), cond, cfg=scfg,
                             length_multiple=self.length_multiple, key=jax.random.key(opts.seed),
                             style=style, known_BxTxC=known, known_mask_BxT=known_mask,
                             mesh=self.mesh, progress=counter)
@@ -266,7 +266,7 @@ class BassGenerator:
     key = (scfg.sampler, int(scfg.steps))
     if key not in self._wave_fns:
       self._wave_fns[key] = make_wave_to_wave(self, scfg.sampler, int(scfg.steps))
-    bass = self._wave_fns[key](self.codec.params, self._full_state(),
+    bass = self._wave_fns[key](self.codec.params, self._state(),
                                jnp.asarray(np.repeat(padded[None], k, 0)),
                                jnp.asarray(frame_mask), jax.random.key(opts.seed),
                                samplers.sampler_knobs(scfg))
@@ -276,21 +276,15 @@ class BassGenerator:
     return np.stack([np.pad(b, (0, max(0, n - len(b))))[:n] for b in out]).astype(np.float32)
 
 
-def abstract_unet(cfg: ml_collections.ConfigDict) -> tuple[Any, Any, Any, Any]:
-  """(graphdef, parameter shapes, non-parameter state, the parameters' logical axis specs) of the
-  U-Net of `cfg`, from `nnx.eval_shape`: no initialiser runs. The non-parameter state (dropout
-  streams, unused at inference) is filled with fixed keys and zero counts."""
+def abstract_unet(cfg: ml_collections.ConfigDict) -> tuple[Any, Any, Any]:
+  """(graphdef, parameter shapes, the parameters' logical axis specs) of the U-Net of `cfg`, from
+  `nnx.eval_shape`: no initialiser runs. The U-Net holds parameters only (its dropout draws a key
+  passed at call time), which `nnx.split` checks here."""
   graphdef, params, rest = checkpointing.abstract_model(
       lambda rngs: unet.UNet1D(unet.UNetConfig.from_config(cfg.model), rngs=rngs), nnx.Param, ...)
-  key = jax.random.key(0)
-
-  def concrete(leaf):
-    if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-      return key
-    return np.zeros(leaf.shape, leaf.dtype)
-
-  return (graphdef, nnx.to_pure_dict(params), jax.tree.map(concrete, rest),
-          sharding.logical_specs(params))
+  if jax.tree.leaves(rest):
+    raise TypeError(f"the U-Net holds state besides its parameters: {rest}")
+  return graphdef, nnx.to_pure_dict(params), sharding.logical_specs(params)
 
 
 def make_wave_to_wave(gen: BassGenerator, sampler: str, steps: int) -> Any:
@@ -303,15 +297,13 @@ def make_wave_to_wave(gen: BassGenerator, sampler: str, steps: int) -> Any:
   """
   codec, cfg = gen.codec, gen.cfg
   spl, m = codec.samples_per_latent, codec.margin
-  mean, std = jnp.asarray(codec.latent_mean), jnp.asarray(codec.latent_std)
   chroma = cfg.model.get("mix_chroma", False)
   sampler_cfg = {"sampler": sampler, "steps": steps}
 
   def run(ae_params, ldm_state, mix_BxS, frame_mask_BxT, key, knobs):
     t = frame_mask_BxT.shape[1]
-    ae = nnx.merge(codec.graphdef, ae_params)
-    z = ae.encode(mix_BxS)[:, m: m + t]
-    cond = codec.normalize(codec.clip_latent(z))
+    cond = codec.normalize(codec.clip_latent(
+        codec_lib.encode_fn(codec.graphdef, ae_params, mix_BxS, m)))
     if chroma:
       cond = jnp.concatenate([cond, spectral.chroma_frames(
           mix_BxS[:, m * spl:], codec.sample_rate, spl, t, frame_mask_BxT)], axis=-1)
@@ -320,11 +312,8 @@ def make_wave_to_wave(gen: BassGenerator, sampler: str, steps: int) -> Any:
     cond = samplers.complete_condition(model, cond, knobs)
     z_bass = samplers.sample(denoise_fn, cond, key, cfg=dict(knobs, **sampler_cfg),
                              frame_mask_BxT=frame_mask_BxT, latent_channels=model.latent_channels)
-    z_bass = z_bass * std + mean
-    b = z_bass.shape[0]
-    silence = jnp.zeros((b, m, z_bass.shape[-1]), z_bass.dtype)
-    wav = ae.decode(jnp.concatenate([silence, z_bass, silence], axis=1))
-    return wav[:, m * spl: (m + t) * spl]
+    z_bass = jnp.pad(codec.denormalize(z_bass), ((0, 0), (m, m), (0, 0)))   # silence either side
+    return codec_lib.decode_fn(codec.graphdef, ae_params, z_bass, m, spl)
 
   return jax.jit(run)
 

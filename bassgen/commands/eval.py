@@ -67,6 +67,17 @@ def _reference(spec, tracks, sample_rate):
 
 
 def run(args: argparse.Namespace) -> int:
+  evaluate(**vars(args))
+  return 0
+
+
+def evaluate(data: str, generated: str, *, reference: str | None = None, out: str | None = None,
+             checkpoint: str = DEFAULT_CHECKPOINT, no_generate: bool = False,
+             seconds: float = 12.0, tracks: int = 0, tracker: str = "auto",
+             embedding: str = "stats", guidance: float | None = None, steps: int | None = None,
+             seed: int = 0, baseline_data: str | None = None, overwrite: bool = False) -> dict:
+  """`bassgen eval` (and `python -m bassgen.main --mode=eval`) as a library call; arguments as
+  the command's options. Returns the report (also written as JSON, Markdown and a plot)."""
   import pathlib  # pylint: disable=g-import-not-at-top
 
   from bassgen.codec import Codec  # pylint: disable=g-import-not-at-top
@@ -74,34 +85,34 @@ def run(args: argparse.Namespace) -> int:
   from bassgen.evaluation import dataset  # pylint: disable=g-import-not-at-top
   from bassgen.generation import BassGenerator, SampleOptions  # pylint: disable=g-import-not-at-top
 
-  generated = pathlib.Path(args.generated)
-  out = pathlib.Path(args.out) if args.out else generated / "report.json"
-  dataset.check_report_paths(out, overwrite=args.overwrite)
+  generated = pathlib.Path(generated)
+  out = pathlib.Path(out) if out else generated / "report.json"
+  dataset.check_report_paths(out, overwrite=overwrite)
   audio.check_writable_dir(out.parent)
-  codec = Codec.load(args.checkpoint)
+  codec = Codec.load(checkpoint)
   sr = codec.sample_rate
-  tracks = dataset.load_tracks(args.data, sr, seconds=args.seconds or None,
-                               max_tracks=args.tracks or None)
-  print(f"{len(tracks)} tracks of {args.data} at {sr} Hz"
-        + (f", first {args.seconds:g} s" if args.seconds else ""), flush=True)
-  reference = _reference(args.reference, tracks, sr)  # checked before any long work
-  if not args.no_generate:
-    load = (lambda: BassGenerator.load(args.checkpoint)) if args.checkpoint else None
-    dataset.generate_missing(tracks, sr, generated, load_generator=load,
-                             options=SampleOptions(guidance=args.guidance, steps=args.steps,
-                                                   seed=args.seed))
-  systems = {"generated": dataset.load_generated(tracks, sr, generated)}
-  systems.update(dataset.baselines(tracks, codec, sr))
-  if args.baseline_data:
+  track_list = dataset.load_tracks(data, sr, seconds=seconds or None,
+                               max_tracks=tracks or None)
+  print(f"{len(track_list)} tracks of {data} at {sr} Hz"
+        + (f", first {seconds:g} s" if seconds else ""), flush=True)
+  reference_audio = _reference(reference, track_list, sr)  # checked before any long work
+  if not no_generate:
+    load = (lambda: BassGenerator.load(checkpoint)) if checkpoint else None
+    dataset.generate_missing(track_list, sr, generated, load_generator=load,
+                             options=SampleOptions(guidance=guidance, steps=steps,
+                                                   seed=seed))
+  systems = {"generated": dataset.load_generated(track_list, sr, generated)}
+  systems.update(dataset.baselines(track_list, codec, sr))
+  if baseline_data:
     from bassgen.evaluation import chroma_baseline  # pylint: disable=g-import-not-at-top
-    print(f"fitting the linear chroma baseline on {args.baseline_data}", flush=True)
+    print(f"fitting the linear chroma baseline on {baseline_data}", flush=True)
     systems.update(dataset.chroma_baseline_tracks(
-        tracks, sr, chroma_baseline.fit_on_renders(args.baseline_data)))
-  result = dataset.score(tracks, systems, sr, reference=reference,
-                         tracker=args.tracker, embedding=args.embedding)
-  result.update(data=str(args.data), generated=str(generated), checkpoint=str(args.checkpoint),
-                seconds=args.seconds)
-  paths = dataset.write_report(result, out, overwrite=args.overwrite)
+        track_list, sr, chroma_baseline.fit_on_renders(baseline_data)))
+  result = dataset.score(track_list, systems, sr, reference=reference_audio,
+                         tracker=tracker, embedding=embedding)
+  result.update(data=str(data), generated=str(generated), checkpoint=str(checkpoint),
+                seconds=seconds)
+  paths = dataset.write_report(result, out, overwrite=overwrite)
   print(dataset.markdown_table(result))
   print("wrote " + ", ".join(str(p) for p in paths))
-  return 0
+  return result

@@ -111,22 +111,35 @@ def _summary(track, notes, midi_name) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+  sample(**vars(args))
+  return 0
+
+
+def sample(mix: list[str], *, style: str | None = None, guidance: float | None = None,
+           rescale: float | None = None, ground_strength: float | None = None,
+           steps: int | None = None, sampler: str | None = None, seed: int = 0,
+           num_samples: int = 1, keep_bass: str | None = None, regenerate: str | None = None,
+           checkpoint: str = DEFAULT_CHECKPOINT, out: str = "samples",
+           overwrite: bool = False) -> pathlib.Path:
+  """The main job as a library call (`bassgen sample` and `python -m bassgen.main --mode=sample`
+  both come here): a bass stem, MIDI, picture and page for each mix in `mix` (files or folders),
+  written into `out`. Arguments as the command's options. Returns the page's path."""
   import numpy as np  # pylint: disable=g-import-not-at-top
 
   from bassgen.data import audio  # pylint: disable=g-import-not-at-top
   from bassgen.errors import BassgenError  # pylint: disable=g-import-not-at-top
 
-  if args.num_samples < 1:
-    raise BassgenError(f"--num-samples {args.num_samples}: give 1 or more")
-  if args.steps is not None and args.steps < 1:
-    raise BassgenError(f"--steps {args.steps}: give 1 or more")
-  region = _parse_region(args.regenerate)
-  if (region is None) != (args.keep_bass is None):
+  if num_samples < 1:
+    raise BassgenError(f"--num-samples {num_samples}: give 1 or more")
+  if steps is not None and steps < 1:
+    raise BassgenError(f"--steps {steps}: give 1 or more")
+  region = _parse_region(regenerate)
+  if (region is None) != (keep_bass is None):
     raise BassgenError("--keep-bass and --regenerate go together: give both or neither")
 
   # 1. Read and check every input before any work.
   mixes = []
-  for f in _inputs(args.mix):
+  for f in _inputs(mix):
     wav, sr = audio.load_audio(f)
     if len(wav) < MIN_SECONDS * sr:
       raise BassgenError(f"{f}: only {len(wav)} samples ({len(wav) / sr:.3f} s); give at least "
@@ -134,12 +147,12 @@ def run(args: argparse.Namespace) -> int:
     if np.max(np.abs(wav)) < 1e-5:
       print(f"warning: {f}: the mix is silent; the bass will follow nothing", file=sys.stderr)
     mixes.append((f, wav, sr))
-  style = audio.load_audio(args.style) if args.style else None
-  keep = audio.load_audio(args.keep_bass) if args.keep_bass else None
+  style_audio = audio.load_audio(style) if style else None
+  keep = audio.load_audio(keep_bass) if keep_bass else None
 
   # 2. Reserve every output name.
-  out = audio.check_writable_dir(args.out)
-  k = args.num_samples
+  out = audio.check_writable_dir(out)   # a pathlib.Path from here on
+  k = num_samples
   plans = []
   for f, wav, sr in mixes:
     name = f.stem
@@ -152,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
   names = [p for *_, files in plans for v in files.values() for p in (v if isinstance(v, list) else [v])]
   if len(set(names)) != len(names):
     raise BassgenError("two inputs share a file name; rename one or sample them separately")
-  if not args.overwrite:
+  if not overwrite:
     existing = [p for p in names if p.exists()]
     if existing:
       raise BassgenError(f"{existing[0]}: already exists. Pass --overwrite to replace it, or "
@@ -167,21 +180,22 @@ def run(args: argparse.Namespace) -> int:
   from bassgen import report, transcription  # pylint: disable=g-import-not-at-top
   from bassgen.generation import BassGenerator, SampleOptions  # pylint: disable=g-import-not-at-top
 
-  gen = BassGenerator.load(args.checkpoint, programs=programs)
-  opts = SampleOptions(guidance=args.guidance, rescale=args.rescale,
-                       ground_strength=args.ground_strength, steps=args.steps,
-                       sampler=args.sampler, seed=args.seed, num_samples=k)
+  gen = BassGenerator.load(checkpoint, programs=programs)
+  opts = SampleOptions(guidance=guidance, rescale=rescale,
+                       ground_strength=ground_strength, steps=steps,
+                       sampler=sampler, seed=seed, num_samples=k)
   items = []
   for i, (f, wav, sr, name, files) in enumerate(plans):
     t0 = time.time()
     print(f"[{i + 1}/{len(plans)}] {f} ({len(wav) / sr:.1f} s)", flush=True)
-    basses = gen.generate(wav, sr, style_wav=None if style is None else style[0],
-                          style_sample_rate=None if style is None else style[1], options=opts,
+    basses = gen.generate(wav, sr, style_wav=None if style_audio is None else style_audio[0],
+                          style_sample_rate=None if style_audio is None else style_audio[1],
+                          options=opts,
                           keep_bass=None if keep is None else audio.resample(keep[0], keep[1], sr),
                           regenerate=region, progress=f"    {name}: sampling")
     final = [p for v in files.values() for p in (v if isinstance(v, list) else [v])]
     summaries = []
-    with _staged(out, final, args.overwrite) as stage:
+    with _staged(out, final, overwrite) as stage:
       audio.save_audio(stage / files["mix"].name, wav, sr)
       for j, bass in enumerate(basses):
         audio.save_audio(stage / files["bass"][j].name, bass, sr)
@@ -203,9 +217,9 @@ def run(args: argparse.Namespace) -> int:
     count = sum(len(v) if isinstance(v, list) else 1 for v in files.values())
     print(f"    wrote {files['bass'][0].name} (+{count - 1} files) in "
           f"{time.time() - t0:.1f} s", flush=True)
-  settings = (f"checkpoint {args.checkpoint}; seed {args.seed}; guidance "
-              f"{gen.cfg.sample.guidance_w if args.guidance is None else args.guidance}; "
-              f"style {args.style or 'none'}")
+  settings = (f"checkpoint {checkpoint}; seed {seed}; guidance "
+              f"{gen.cfg.sample.guidance_w if guidance is None else guidance}; "
+              f"style {style or 'none'}")
   page = report.index_html(out / "index.html", items, settings=settings)
   print(f"results are in {out}/ (open {page})")
-  return 0
+  return page

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from bassgen import numba_cache
+from bassgen.errors import BassgenError
 
 # name -> (module with add_arguments/run, one-line help)
 COMMANDS = {
@@ -39,9 +41,7 @@ def main(argv: list[str] | None = None) -> int:
           "(bassgen --help says what each does).", file=sys.stderr)
     return 2
   module_name, text = COMMANDS[name]
-  from bassgen.errors import BassgenError  # pylint: disable=g-import-not-at-top
   if name != "train":  # library chatter (e.g. Orbax opening a read-only export) is not for users
-    import logging  # pylint: disable=g-import-not-at-top
     logging.getLogger("absl").setLevel(logging.ERROR)
   try:
     module = importlib.import_module(module_name)

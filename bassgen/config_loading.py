@@ -19,12 +19,12 @@ from ml_collections import config_flags
 from bassgen.errors import BassgenError
 
 
-def override_flag(item: str) -> str:
-  """`a.b=v`, `config.a.b=v` or `--config.a.b=v` as the flag `--config.a.b=v`."""
-  text = item.removeprefix("--").removeprefix("config.")
+def override_flag(item: str, name: str = "config") -> str:
+  """`a.b=v`, `NAME.a.b=v` or `--NAME.a.b=v` as the flag `--NAME.a.b=v`."""
+  text = item.removeprefix("--").removeprefix(f"{name}.")
   if "=" not in text or not text.split("=", 1)[0]:
     raise BassgenError(f"bad override {item!r}: write it as field.name=value (e.g. optim.lr=3e-4)")
-  return f"--config.{text}"
+  return f"--{name}.{text}"
 
 
 def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
@@ -33,26 +33,44 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
   path = spec.partition(":")[0]
   if not pathlib.Path(path).is_file():
     raise BassgenError(f"{path}: no such config file. Use e.g. configs/autoencoder.py:demo.")
-  argv = ["bassgen", f"--config={spec}", *map(override_flag, overrides)]
+  argv = ["bassgen", f"--config={spec}", *(override_flag(o) for o in overrides)]
+  return _parse(argv, "config", lambda values: config_flags.DEFINE_config_file(
+      "config", None, "configs/NAME.py[:variant]", flag_values=values, lock_config=False,
+      sys_argv=argv))
+
+
+def override(cfg: ml_collections.ConfigDict, overrides: Sequence[str],
+             name: str = "config") -> ml_collections.ConfigDict:
+  """A copy of `cfg` with `overrides` (`a.b=value`) applied as `load_config` applies them; errors
+  name the flag as `--NAME.a.b`."""
+  argv = ["bassgen", *(override_flag(o, name) for o in overrides)]
+  return _parse(argv, name, lambda values: config_flags.DEFINE_config_dict(
+      name, ml_collections.ConfigDict(cfg.to_dict()), flag_values=values, lock_config=False,
+      sys_argv=argv))
+
+
+def _parse(argv: Sequence[str], name: str, define) -> ml_collections.ConfigDict:
+  """The config flag `define(flag_values)` makes, parsed from `argv` by ml_collections."""
   values = flags.FlagValues()
-  holder = config_flags.DEFINE_config_file("config", None, "configs/NAME.py[:variant]",
-                                           flag_values=values, lock_config=False, sys_argv=argv)
   try:
+    holder = define(values)
     values(argv)
     return holder.value
   except (flags.Error, AttributeError, KeyError, ValueError) as e:
-    raise BassgenError(explain(e, argv)) from None
+    raise BassgenError(explain(e, argv, name)) from None
 
 
-def explain(error: Exception, argv: Sequence[str]) -> str:
+def explain(error: Exception, argv: Sequence[str], name: str = "config") -> str:
   """One line for a config that could not be loaded or overridden (no traceback)."""
+  prefix = f"--{name}."
   if isinstance(error, (AttributeError, KeyError)):   # an override of a field that is not there
     field = (re.findall(r"\w+", str(error)) or ["?"])[0]
     hint = re.search(r'Did you mean "(\w+)"', str(error))
     bad = [a.split("=")[0] for a in argv[1:]
-           if a.startswith("--config.") and field in a.split("=")[0].split(".")] or ["--config.*"]
-    dotted = bad[0].removeprefix("--config.")
-    return (f"{bad[0]}: the config has no field {dotted!r}"
+           if a.startswith(prefix) and field in a.split("=")[0].split(".")] or [f"{prefix}*"]
+    dotted = bad[0].removeprefix(prefix)
+    where = "the config" if name == "config" else f"the {name} section"
+    return (f"{bad[0]}: {where} has no field {dotted!r}"
             f"{f' (did you mean {hint[1]!r}?)' if hint else ''}. Check the name against the "
             "config file.")
   lines = [l.strip() for l in str(error).splitlines() if l.strip()] or [repr(error)]

@@ -125,7 +125,7 @@ class BassGenerator:
       if value is not None:
         s[name] = value
     s.seed = opts.seed
-    samplers._check_sampler(s.sampler, int(s.steps))  # pylint: disable=protected-access
+    samplers.check_sampler(s.sampler, int(s.steps))
     return s
 
   def _sampler(self, sampler: str, steps: int):

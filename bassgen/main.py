@@ -12,9 +12,11 @@ machines or two CPU processes) give it:
 """
 import sys
 
+import jax
 from absl import app, flags, logging
 
-from bassgen import numba_cache
+from bassgen import config_loading, numba_cache, runner, sharding
+from bassgen.errors import BassgenError
 
 _CONFIG = flags.DEFINE_string("config", None, "configs/NAME.py[:variant]; override any field with "
                               "--config.FIELD=VALUE (e.g. --config.optim.lr=3e-4)")
@@ -35,11 +37,6 @@ flags.mark_flags_as_required(["config"])
 
 def main(argv):
   numba_cache.configure()   # before librosa compiles anything (see bassgen/numba_cache.py)
-  import jax  # pylint: disable=g-import-not-at-top
-
-  from bassgen import config_loading, runner, sharding  # pylint: disable=g-import-not-at-top
-  from bassgen.errors import BassgenError  # pylint: disable=g-import-not-at-top
-
   explicit = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   try:
     cfg = config_loading.load_config(_CONFIG.value, argv[1:])   # the --config.* overrides

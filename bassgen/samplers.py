@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bassgen import sharding
+from bassgen.diffusion import edm
 from bassgen.errors import BassgenError
 
 SAMPLERS = ("euler", "heun", "dpmpp2m")
@@ -119,7 +120,7 @@ def ground(d_BxTxC: jax.Array, style_mean_BxC: jax.Array, style_std_BxC: jax.Arr
   return d_BxTxC + strength * (renorm - d_BxTxC)
 
 
-def _check_sampler(sampler: str, steps: int) -> None:
+def check_sampler(sampler: str, steps: int) -> None:
   if sampler not in SAMPLERS:
     raise BassgenError(f"sample.sampler is {sampler!r}; choose one of {SAMPLERS} "
                        "(configs/ldm.py or --config.sample.sampler=dpmpp2m)")
@@ -148,7 +149,7 @@ def sample(denoise_fn: DenoiseFn, cond_BxTxC: jax.Array, key: jax.Array, *, cfg:
   callback inside it (which would keep the program out of the persistent compilation cache).
   """
   sampler, steps = cfg["sampler"], int(cfg["steps"])
-  _check_sampler(sampler, steps)
+  check_sampler(sampler, steps)
   if (style_mean_BxC is None) != (style_std_BxC is None):
     raise ValueError("give both style_mean_BxC and style_std_BxC, or neither")
   if (known_BxTxC is None) != (known_mask_BxT is None):
@@ -221,8 +222,6 @@ def model_denoiser(model_graphdef: Any, state: Any, sigma_data: float
   Call it inside the jitted function.
   """
   from flax import nnx  # pylint: disable=g-import-not-at-top
-
-  from bassgen.diffusion import edm  # pylint: disable=g-import-not-at-top
   states = state if isinstance(state, tuple) else (state,)
   model = nnx.merge(model_graphdef, *states)
   model.eval()
@@ -261,7 +260,7 @@ def make_sampler(model_graphdef: Any, *, sigma_data: float, sampler: str, steps:
   `programs` (a `bassgen.aot.ProgramCache`) keeps the compiled program between processes;
   `scope` must then identify the model (`aot.config_scope` of its config).
   """
-  _check_sampler(sampler, steps)
+  check_sampler(sampler, steps)
 
   def run(state, cond_BxTxC, key, knobs, style_mean_BxC, style_std_BxC, known_BxTxC,
           known_mask_BxT, frame_mask_BxT, carry):

@@ -7,6 +7,17 @@ how experiments/demo is made; `bassgen sample --checkpoint OUT` reads it.
 from __future__ import annotations
 
 import argparse
+import pathlib
+import shutil
+
+import jax
+import ml_collections
+import numpy as np
+
+from bassgen import checkpointing, config_loading
+from bassgen.codec import abstract_autoencoder, find_export
+from bassgen.errors import BassgenError
+from bassgen.generation import abstract_unet
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,71 +31,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "(repeatable; keys of the `sample` section of configs/ldm.py)")
 
 
-def _copy(kind: str, src, dst, dtype: str, sample_overrides: dict | None = None) -> int:
-  import shutil  # pylint: disable=g-import-not-at-top
-
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-
-  from bassgen import checkpointing  # pylint: disable=g-import-not-at-top
-  from bassgen.codec import find_export  # pylint: disable=g-import-not-at-top
-  from bassgen.errors import BassgenError  # pylint: disable=g-import-not-at-top
-
+def _copy(kind: str, src, dst, dtype: str, sample_overrides: list[str] = ()) -> int:
   directory = find_export(src, kind)
   meta = checkpointing.load_meta(directory)
   if meta.get("kind") != kind:
     raise BassgenError(f"{directory}: not a {kind} export (kind={meta.get('kind')!r})")
-  params = checkpointing.load_params(directory, _abstract(kind, meta))
+  cfg = ml_collections.ConfigDict(meta["config"])
+  shapes = abstract_autoencoder(cfg)[1] if kind == "autoencoder" else abstract_unet(cfg)[1]
+  params = checkpointing.load_params(directory, shapes)
   params = jax.tree.map(lambda x: np.asarray(x).astype(dtype), params)
   if kind == "ldm":
-    meta = dict(meta, autoencoder_checkpoint="../autoencoder",
-                config=checkpointing.model_config(meta["config"]))
-    if sample_overrides:
-      unknown = sorted(set(sample_overrides) - set(meta["config"]["sample"]))
+    config = checkpointing.model_config(meta["config"])
+    if sample_overrides:   # typed and checked against the model's `sample` section
+      keys = {o.removeprefix("--sample.").split("=")[0].split(".")[0] for o in sample_overrides}
+      unknown = sorted(keys - set(config["sample"]))
       if unknown:
         raise BassgenError(f"--sample {unknown[0]}: not a sampler setting; choose from "
-                           f"{', '.join(sorted(meta['config']['sample']))}")
-      config = dict(meta["config"])
-      config["sample"] = dict(config["sample"], **sample_overrides)
-      meta["config"] = config
+                           f"{', '.join(sorted(config['sample']))}")
+      sample = config_loading.override(ml_collections.ConfigDict(config["sample"]),
+                                       sample_overrides, name="sample")
+      config = dict(config, sample=sample.to_dict())
+    meta = dict(meta, autoencoder_checkpoint="../autoencoder", config=config)
   if dst.exists():
     shutil.rmtree(dst)
   checkpointing.save_params(dst, params, meta)
   return sum(f.stat().st_size for f in dst.rglob("*") if f.is_file())
 
 
-def _abstract(kind: str, meta: dict):
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-
-  cfg = ml_collections.ConfigDict(meta["config"])
-  if kind == "autoencoder":
-    from bassgen.models.autoencoder import Autoencoder, AutoencoderConfig  # pylint: disable=g-import-not-at-top
-    model = nnx.eval_shape(
-        lambda: Autoencoder(AutoencoderConfig.from_config(cfg.model), rngs=nnx.Rngs(0)))
-  else:
-    from bassgen.models.unet import UNet1D, UNetConfig  # pylint: disable=g-import-not-at-top
-    model = nnx.eval_shape(lambda: UNet1D(UNetConfig.from_config(cfg.model), rngs=nnx.Rngs(0)))
-  return nnx.to_pure_dict(nnx.state(model, nnx.Param))
-
-
 def run(args: argparse.Namespace) -> int:
-  import pathlib  # pylint: disable=g-import-not-at-top
-
-  import ast  # pylint: disable=g-import-not-at-top
-
-  from bassgen.errors import BassgenError  # pylint: disable=g-import-not-at-top
-
   out = pathlib.Path(args.out)
-  overrides = {}
-  for item in args.sample:
-    key, sep, value = item.partition("=")
-    if not sep or not key:
-      raise BassgenError(f"--sample {item!r}: write it as KEY=VALUE, e.g. guidance_w=4")
-    try:
-      overrides[key] = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      overrides[key] = value
+  overrides = [config_loading.override_flag(item, "sample") for item in args.sample]
   if overrides and not args.ldm:
     raise BassgenError("--sample sets the diffusion model's defaults: give --ldm too")
   if args.autoencoder is None and not (out / "autoencoder").is_dir():

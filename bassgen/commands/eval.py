@@ -7,6 +7,14 @@ plot. See bassgen/evaluation/dataset.py.
 from __future__ import annotations
 
 import argparse
+import pathlib
+
+from bassgen.codec import Codec
+from bassgen.data import audio
+from bassgen.errors import BassgenError
+from bassgen.evaluation import chroma_baseline
+from bassgen.evaluation import dataset
+from bassgen.generation import BassGenerator, SampleOptions
 
 DEFAULT_CHECKPOINT = "experiments/demo"
 
@@ -45,11 +53,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _reference(spec, tracks, sample_rate):
-  import pathlib  # pylint: disable=g-import-not-at-top
-
-  from bassgen.data import audio  # pylint: disable=g-import-not-at-top
-  from bassgen.errors import BassgenError  # pylint: disable=g-import-not-at-top
-
   if not spec:
     return None
   path = pathlib.Path(spec)
@@ -78,13 +81,6 @@ def evaluate(data: str, generated: str, *, reference: str | None = None, out: st
              seed: int = 0, baseline_data: str | None = None, overwrite: bool = False) -> dict:
   """`bassgen eval` (and `python -m bassgen.main --mode=eval`) as a library call; arguments as
   the command's options. Returns the report (also written as JSON, Markdown and a plot)."""
-  import pathlib  # pylint: disable=g-import-not-at-top
-
-  from bassgen.codec import Codec  # pylint: disable=g-import-not-at-top
-  from bassgen.data import audio  # pylint: disable=g-import-not-at-top
-  from bassgen.evaluation import dataset  # pylint: disable=g-import-not-at-top
-  from bassgen.generation import BassGenerator, SampleOptions  # pylint: disable=g-import-not-at-top
-
   generated = pathlib.Path(generated)
   out = pathlib.Path(out) if out else generated / "report.json"
   dataset.check_report_paths(out, overwrite=overwrite)
@@ -104,7 +100,6 @@ def evaluate(data: str, generated: str, *, reference: str | None = None, out: st
   systems = {"generated": dataset.load_generated(track_list, sr, generated)}
   systems.update(dataset.baselines(track_list, codec, sr))
   if baseline_data:
-    from bassgen.evaluation import chroma_baseline  # pylint: disable=g-import-not-at-top
     print(f"fitting the linear chroma baseline on {baseline_data}", flush=True)
     systems.update(dataset.chroma_baseline_tracks(
         track_list, sr, chroma_baseline.fit_on_renders(baseline_data)))

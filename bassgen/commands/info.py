@@ -3,6 +3,15 @@ from __future__ import annotations
 
 import argparse
 
+import jax
+import numpy as np
+from flax import nnx
+
+from bassgen.config_loading import load_config
+from bassgen.models.autoencoder import Autoencoder, AutoencoderConfig
+from bassgen.models.layers import count_params
+from bassgen.models.unet import UNet1D, UNetConfig
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--config", required=True, help="configs/autoencoder.py[:variant] or configs/ldm.py[:variant]")
@@ -11,15 +20,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-
-  from bassgen.config_loading import load_config  # pylint: disable=g-import-not-at-top
-  from bassgen.models.autoencoder import Autoencoder, AutoencoderConfig  # pylint: disable=g-import-not-at-top
-  from bassgen.models.layers import count_params  # pylint: disable=g-import-not-at-top
-  from bassgen.models.unet import UNet1D, UNetConfig  # pylint: disable=g-import-not-at-top
-
   cfg = load_config(args.config)
   if cfg.kind == "autoencoder":
     model = nnx.eval_shape(

@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import pathlib
+
+from bassgen.codec import Codec
+from bassgen.data import audio
+from bassgen.errors import BassgenError
 
 DEFAULT_CHECKPOINT = "experiments/demo"
 
@@ -15,12 +20,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-  import pathlib  # pylint: disable=g-import-not-at-top
-
-  from bassgen.codec import Codec  # pylint: disable=g-import-not-at-top
-  from bassgen.data import audio  # pylint: disable=g-import-not-at-top
-  from bassgen.errors import BassgenError  # pylint: disable=g-import-not-at-top
-
   out = pathlib.Path(args.output)
   if out.exists() and not args.overwrite:
     raise BassgenError(f"{out}: already exists. Pass --overwrite to replace it.")

@@ -16,6 +16,15 @@ import sys
 import tempfile
 import time
 
+import numpy as np
+
+from bassgen import aot, compile_cache
+from bassgen import notes as notes_lib
+from bassgen import report, transcription
+from bassgen.data import audio
+from bassgen.errors import BassgenError
+from bassgen.generation import BassGenerator, SampleOptions
+
 DEFAULT_CHECKPOINT = "experiments/demo"
 MIN_SECONDS = 0.5
 
@@ -40,9 +49,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _inputs(paths: list[str]) -> list[pathlib.Path]:
-  from bassgen.data import audio  # pylint: disable=g-import-not-at-top
-  from bassgen.errors import BassgenError  # pylint: disable=g-import-not-at-top
-
   files = []
   for p in map(pathlib.Path, paths):
     if p.is_dir():
@@ -57,7 +63,6 @@ def _inputs(paths: list[str]) -> list[pathlib.Path]:
 
 
 def _parse_region(text: str | None) -> tuple[float, float] | None:
-  from bassgen.errors import BassgenError  # pylint: disable=g-import-not-at-top
   if text is None:
     return None
   try:
@@ -73,8 +78,6 @@ def _parse_region(text: str | None) -> tuple[float, float] | None:
 def _staged(out: pathlib.Path, final: list[pathlib.Path], overwrite: bool):
   """Yields a hidden folder in `out`; on success moves its files to `final` (same names), else
   removes it. Files are only moved once every one of them has been written."""
-  from bassgen.errors import BassgenError  # pylint: disable=g-import-not-at-top
-
   stage = pathlib.Path(tempfile.mkdtemp(prefix=".bassgen-partial-", dir=out))
   try:
     yield stage
@@ -91,8 +94,6 @@ def _staged(out: pathlib.Path, final: list[pathlib.Path], overwrite: bool):
 def _with_bass(mix, bass, block: int = 1 << 18):
   """Blocks of mix + bass, scaled to a 0.99 peak when the sum would clip (two passes over the
   blocks: memory holds one)."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-
   n = len(mix)
   peak = max(float(np.max(np.abs(mix[i:i + block] + bass[i:i + block]))) for i in range(0, n, block))
   scale = 0.99 / peak if peak > 0.99 else 1.0
@@ -124,11 +125,6 @@ def sample(mix: list[str], *, style: str | None = None, guidance: float | None =
   """The main job as a library call (`bassgen sample` and `python -m bassgen.main --mode=sample`
   both come here): a bass stem, MIDI, picture and page for each mix in `mix` (files or folders),
   written into `out`. Arguments as the command's options. Returns the page's path."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-
-  from bassgen.data import audio  # pylint: disable=g-import-not-at-top
-  from bassgen.errors import BassgenError  # pylint: disable=g-import-not-at-top
-
   if num_samples < 1:
     raise BassgenError(f"--num-samples {num_samples}: give 1 or more")
   if steps is not None and steps < 1:
@@ -173,12 +169,8 @@ def sample(mix: list[str], *, style: str | None = None, guidance: float | None =
 
   # 3. Generate. Compiled programs and the models' structures are cached on disk, so a later
   # process neither traces nor compiles what an earlier one did (bassgen.aot).
-  from bassgen import aot, compile_cache  # pylint: disable=g-import-not-at-top
   cache = compile_cache.enable()
   programs = aot.ProgramCache(cache / "programs") if cache is not None else None
-  from bassgen import notes as notes_lib  # pylint: disable=g-import-not-at-top
-  from bassgen import report, transcription  # pylint: disable=g-import-not-at-top
-  from bassgen.generation import BassGenerator, SampleOptions  # pylint: disable=g-import-not-at-top
 
   gen = BassGenerator.load(checkpoint, programs=programs)
   opts = SampleOptions(guidance=guidance, rescale=rescale,

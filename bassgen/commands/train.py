@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from bassgen import runner
+from bassgen.config_loading import load_config
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--config", required=True, help="configs/autoencoder.py[:variant] or configs/ldm.py[:variant]")
@@ -11,9 +14,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-  from bassgen import runner  # pylint: disable=g-import-not-at-top
-  from bassgen.config_loading import load_config  # pylint: disable=g-import-not-at-top
-
   cfg = load_config(args.config, args.overrides)
   runner.run(cfg, args.workdir, "train")
   return 0

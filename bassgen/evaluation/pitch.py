@@ -31,6 +31,7 @@ from bassgen.errors import BassgenError
 from bassgen.notes import (Note, PitchTrack, as_notes, f0_to_notes, hz_to_midi,  # noqa: F401
                            midi_to_hz)
 from bassgen.evaluation._signal import as_mono, check_sample_rate
+from bassgen.evaluation.rhythm import onset_times
 
 BASS_FMIN_HZ = 30.0
 BASS_FMAX_HZ = 400.0
@@ -158,7 +159,6 @@ def transcribe_bass(wav, sample_rate: int, *, tracker: str = "auto",
 
   Velocity maps each note's RMS level linearly from -50 dBFS (velocity 20) to 0 dBFS (127).
   """
-  from bassgen.evaluation.rhythm import onset_times  # pylint: disable=g-import-not-at-top
 
   sr = check_sample_rate(sample_rate)
   wav_S = as_mono(wav, "wav")

@@ -14,6 +14,7 @@ import numpy as np
 from bassgen import numba_cache
 from bassgen.errors import BassgenError
 from bassgen.evaluation._signal import as_mono, check_sample_rate, default_n_fft
+from bassgen.notes import as_notes
 
 ONSET_WINDOW_S = 0.05
 MIX_REFERENCES = ("onsets", "beats")
@@ -143,7 +144,6 @@ def rhythm_metrics(bass, sample_rate: int, *, mix=None, ref_bass=None, ref_notes
   if ref_bass is not None:
     ref_onsets = bass_onsets(as_mono(ref_bass, "ref_bass"), sr)
   elif ref_notes is not None:
-    from bassgen.evaluation.pitch import as_notes  # pylint: disable=g-import-not-at-top
     ref_onsets = [n.onset for n in as_notes(ref_notes)]
   if ref_onsets is not None:
     out.update({f"onset_{k.split('_')[0]}_ref": v

@@ -8,6 +8,10 @@ import numpy as np
 
 from bassgen.errors import BassgenError
 from bassgen.evaluation._signal import as_mono, check_sample_rate
+from bassgen.evaluation.harmony import harmony_metrics
+from bassgen.evaluation.pitch import as_notes, track_pitch
+from bassgen.evaluation.rhythm import bass_onsets, mix_reference_times, rhythm_metrics
+from bassgen.evaluation.timbre import timbre_metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,8 +29,6 @@ class Reference:
 def analyse_reference(sample_rate: int, *, mix=None, ref_bass=None, ref_notes=None,
                       style_ref=None, tracker: str = "auto") -> Reference:
   """The song side of `bass_metrics` (same arguments), computed once."""
-  from bassgen.evaluation.pitch import as_notes, track_pitch  # pylint: disable=g-import-not-at-top
-  from bassgen.evaluation.rhythm import bass_onsets, mix_reference_times  # pylint: disable=g-import-not-at-top
 
   sr = check_sample_rate(sample_rate)
   if ref_bass is not None and ref_notes is not None:
@@ -67,9 +69,6 @@ def bass_metrics(bass, sample_rate: int, *, mix=None, ref_bass=None, ref_notes=N
     The union of `harmony_metrics`, `rhythm_metrics` and, when a timbre reference is known,
     `timbre_metrics`.
   """
-  from bassgen.evaluation.harmony import harmony_metrics  # pylint: disable=g-import-not-at-top
-  from bassgen.evaluation.rhythm import rhythm_metrics  # pylint: disable=g-import-not-at-top
-  from bassgen.evaluation.timbre import timbre_metrics  # pylint: disable=g-import-not-at-top
 
   sr = check_sample_rate(sample_rate)
   if reference is None:

@@ -53,15 +53,16 @@ data: $(STAMP)
 	$(BIN)/bassgen prepare --layout folder --root data/renders/test --out data/prepared/test --split test --sample-rate 16000
 
 # Retrains the bundled demo model from scratch on `make data` (see experiments/demo/README.md):
-# autoencoder stage 1 (no pitch terms), stage 2 (fine-tuned with the low-band pitch terms), stage 3
-# (stage 2's decoder alone fine-tuned further; the encoder and latents stay stage 2's), then the
-# diffusion model with the harmony pathway and onset channel on those latents.
+# autoencoder stage 1 (no pitch terms), stage 2 (fine-tuned with the low-band pitch terms), stages 3
+# and 4 (stage 2's decoder alone fine-tuned further, twice; the encoder and latents stay stage 2's),
+# then the diffusion model with the harmony pathway and onset channel on those latents.
 demo-train: $(STAMP)
 	$(BIN)/python -m bassgen.main --config=configs/autoencoder.py:demo_base --workdir=runs/ae_demo_base
 	$(BIN)/python -m bassgen.main --config=configs/autoencoder.py:demo --workdir=runs/ae_demo
 	$(BIN)/python -m bassgen.main --config=configs/autoencoder.py:demo_decoder --workdir=runs/ae_demo_decoder
+	$(BIN)/python -m bassgen.main --config=configs/autoencoder.py:demo_decoder2 --workdir=runs/ae_demo_decoder2
 	$(BIN)/python -m bassgen.main --config=configs/ldm.py:demo --workdir=runs/ldm_demo
-	$(BIN)/bassgen bundle --autoencoder runs/ae_demo_decoder --ldm runs/ldm_demo --out experiments/demo
+	$(BIN)/bassgen bundle --autoencoder runs/ae_demo_decoder2 --ldm runs/ldm_demo --out experiments/demo
 
 # Speed against the machine: the whole `bassgen sample` process (60 s and 10 min mixes, a folder of
 # 24 x 20 s; first and second process) and the float32 matmul ceiling, then the library rows.

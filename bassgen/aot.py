@@ -1,38 +1,36 @@
-"""Compiled programs and model structures kept on disk between `bassgen sample` processes.
+"""Compiled programs kept on disk between `bassgen sample` processes.
 
 JAX's persistent compilation cache (`compile_cache.py`) spares a second process the compiling, but
 not the tracing and lowering it needs to look a program up: about 1 s for the demo's sampler on a
-2-core CPU, and building the two models' structures with `nnx.eval_shape` traces their
-constructors for another 1.6 s. A `ProgramCache` keeps both on disk:
-
-- `structure(kind, config, build)`: what `build()` returns (a model's graphdef and abstract
-  weights), pickled (and authenticated, below);
-- `call(name, scope, jitted, *args)`: the compiled executable of `jitted` for these arguments
-  (`jax.experimental.serialize_executable`), so a second process neither traces, lowers nor
-  compiles it.
+2-core CPU. A `ProgramCache` keeps the compiled executable of `call(name, scope, jitted, *args)`
+(`jax.experimental.serialize_executable`), so a second process neither traces, lowers nor
+compiles it. (Model structures are not cached: `nnx.eval_shape` builds them in ~0.2-0.5 s, and a
+graphdef could only be stored as a pickle.)
 
 An entry's key holds everything it depends on: bassgen's own source, the versions of JAX, jaxlib
 and Flax, the devices, the model config (`scope`), and each argument's shape, dtype and sharding.
 Editing bassgen or upgrading JAX therefore misses the cache instead of running a stale program.
-Entries are written atomically; an unreadable one is rebuilt. They are pickles, so none is
-unpickled unless it carries an HMAC-SHA256 tag made with this cache's own secret key (a file
-readable by its owner only, in a folder only its owner can write): an entry someone else planted
-or altered is rebuilt, never loaded. Only programs XLA compiled in this
-process are stored: on a CPU, an executable that JAX's persistent cache answered serializes without
-its compiled kernels, so such a program stays with JAX's cache (traced, then looked up). Single-device programs only (the
-sampler on a mesh of several devices traces and compiles as usual). The folder is a cache: delete
-it whenever you like.
+An entry is a JSON header (the result's tree structure as a PyTreeDef proto, the device ids;
+the arguments' structure comes from the call itself) and the executable's bytes; nothing in it is unpickled by this module. JAX's own
+`deserialize_and_load` still unpickles the executable's bytes, so no entry reaches it unless it
+carries an HMAC-SHA256 tag made with this cache's own secret key (a file readable by its owner
+only, in a folder only its owner can write): an entry someone else planted or altered is rebuilt,
+never loaded. Entries are written atomically; an unreadable one is rebuilt. Only programs XLA
+compiled in this process are stored: on a CPU, an executable that JAX's persistent cache answered
+serializes without its compiled kernels, so such a program stays with JAX's cache (traced, then
+looked up). Single-device programs only (the sampler on a mesh of several devices traces and
+compiles as usual). The folder is a cache: delete it whenever you like.
 """
 from __future__ import annotations
 
 import functools
+import base64
 import hashlib
 import hmac
 import json
 import logging
 import os
 import pathlib
-import pickle
 import secrets
 import stat
 import tempfile
@@ -101,8 +99,15 @@ def config_scope(config: Any) -> str:
   return hashlib.sha256(json.dumps(as_dict, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _in_tree(args: tuple) -> Any:
+  """The argument structure of a compiled program called with `args` (no keyword arguments): it
+  is rebuilt from the call's own arguments, not stored (their pytrees may hold model state nodes
+  that only a pickle could store)."""
+  return jax.tree.structure((tuple(args), {}))
+
+
 class ProgramCache:
-  """Compiled programs and model structures in `folder` (see the module docstring).
+  """Compiled programs in `folder` (see the module docstring).
 
   `loaded` and `built` count the entries this process read from disk and made itself.
   """
@@ -143,9 +148,10 @@ class ProgramCache:
 
   def _path(self, prefix: str, *parts: str) -> pathlib.Path:
     key = hashlib.sha256(json.dumps([self._env, *parts]).encode()).hexdigest()[:40]
-    return self.folder / f"{prefix}-{key}.pkl"
+    return self.folder / f"{prefix}-{key}.bin"
 
-  def _read(self, path: pathlib.Path) -> Any:
+  def _read(self, path: pathlib.Path) -> tuple[dict, bytes] | None:
+    """(header, payload) of an entry this cache wrote, else None."""
     key = self._key()
     if key is None:
       return None
@@ -158,18 +164,20 @@ class ProgramCache:
       _log.warning("ignoring cache entry %s: it was not written by this cache; rebuilding it", path)
       return None
     try:
-      return pickle.loads(body)
-    except Exception as e:  # pylint: disable=broad-except
+      size = int.from_bytes(body[:4], "big")
+      return json.loads(body[4: 4 + size]), body[4 + size:]
+    except ValueError as e:
       _log.warning("ignoring unreadable cache entry %s (%s); rebuilding it", path, e)
       return None
 
-  def _write(self, path: pathlib.Path, value: Any) -> None:
+  def _write(self, path: pathlib.Path, header: dict, payload: bytes) -> None:
     key = self._key()
     if key is None:
       return
     try:
-      body = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-      fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".pkl")
+      head = json.dumps(header).encode()
+      body = len(head).to_bytes(4, "big") + head + payload
+      fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".bin")
       try:
         with os.fdopen(fd, "wb") as f:
           f.write(hmac.new(key, body, hashlib.sha256).digest() + body)
@@ -177,21 +185,8 @@ class ProgramCache:
       finally:
         if os.path.exists(tmp):
           os.unlink(tmp)
-    except (OSError, pickle.PicklingError, TypeError, AttributeError) as e:
+    except OSError as e:
       _log.warning("could not cache %s (%s); the next process builds it again", path.name, e)
-
-  def structure(self, kind: str, config: Any, build: Callable[[], Any]) -> Any:
-    """`build()`'s result for a model `kind` and `config`, from disk when an earlier process
-    built it."""
-    path = self._path("structure", kind, config_scope(config))
-    value = self._read(path)
-    if value is not None:
-      self.loaded += 1
-      return value
-    value = build()
-    self.built += 1
-    self._write(path, value)
-    return value
 
   def call(self, name: str, scope: str, jitted: Any, *args: Any, static: tuple = ()) -> Any:
     """`jitted(*static, *args)`, run by the cached executable for these arguments.
@@ -202,20 +197,23 @@ class ProgramCache:
     key = json.dumps([name, scope, signature(args)])
     program = self._programs.get(key)
     if program is None:
-      program = self._load_program(key) or self._compile(key, jitted, static, args)
+      program = self._load_program(key, args) or self._compile(key, jitted, static, args)
       self._programs[key] = program
     return program(*args)
 
-  def _load_program(self, key: str) -> Any:
+  def _load_program(self, key: str, args: tuple) -> Any:
     from jax.experimental import serialize_executable  # pylint: disable=g-import-not-at-top
     stored = self._read(self._path("program", key))
     if stored is None:
       return None
     try:
-      payload, in_tree, out_tree, device_ids = stored
+      header, payload = stored
+      in_tree = _in_tree(args)   # the key holds the arguments' structure
+      out_tree = jax.tree_util.PyTreeDef.deserialize_using_proto(
+          jax.tree_util.default_registry, base64.b64decode(header["out_tree"]))
       by_id = {d.id: d for d in jax.devices()}
       program = serialize_executable.deserialize_and_load(
-          payload, in_tree, out_tree, execution_devices=[by_id[i] for i in device_ids])
+          payload, in_tree, out_tree, execution_devices=[by_id[i] for i in header["devices"]])
     except Exception as e:  # pylint: disable=broad-except
       _log.warning("ignoring a cached program that does not load (%s); compiling it", e)
       return None
@@ -237,9 +235,13 @@ class ProgramCache:
     device_ids = sorted({d.id for s in jax.tree.leaves(program.input_shardings)
                          for d in s.device_set})
     try:
-      stored = (*serialize_executable.serialize(program), device_ids)
-    except (ValueError, NotImplementedError) as e:
+      payload, in_tree, out_tree = serialize_executable.serialize(program)
+      if in_tree != _in_tree(args):
+        raise ValueError("the program's argument structure is not its arguments'")
+      header = {"out_tree": base64.b64encode(out_tree.serialize_using_proto()).decode(),
+                "devices": device_ids}
+    except (ValueError, NotImplementedError, TypeError) as e:
       _log.warning("this backend cannot store compiled programs (%s)", e)
     else:
-      self._write(self._path("program", key), stored)
+      self._write(self._path("program", key), header, payload)
     return program

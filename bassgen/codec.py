@@ -88,15 +88,13 @@ class Codec:
   def load(cls, path: str | pathlib.Path, *, programs: aot.ProgramCache | None = None,
            **kwargs) -> "Codec":
     """The exported autoencoder in `path` (export, workdir or bundle); with `programs`, its
-    structure and chunk programs come from (and go to) that cache."""
+    chunk programs come from (and go to) that cache."""
     directory = find_export(path, "autoencoder")
     meta = checkpointing.load_meta(directory)
     if meta.get("kind") != "autoencoder":
       raise BassgenError(f"{directory}: not an autoencoder export (kind={meta.get('kind')!r}).")
     cfg = ml_collections.ConfigDict(meta["config"])
-    graphdef, abstract_params = (
-        abstract_autoencoder(cfg) if programs is None
-        else programs.structure("autoencoder", cfg, lambda: abstract_autoencoder(cfg)))
+    graphdef, abstract_params = abstract_autoencoder(cfg)
     params = checkpointing.load_params(directory, abstract_params)
     return cls(cfg, params, np.asarray(meta["latent_mean"]), np.asarray(meta["latent_std"]),
                graphdef=graphdef, programs=programs, **kwargs)

@@ -90,8 +90,8 @@ class BassGenerator:
     """`path`: a bundle folder holding `autoencoder/` and `ldm/` (like experiments/demo), or a
     diffusion training workdir/export whose config names its autoencoder. `mesh`: as for the
     constructor (e.g. `sharding.make_mesh((-1, 1))` for every device of a TPU host).
-    `programs`: a `bassgen.aot.ProgramCache`; the models' structures and compiled programs then
-    come from (and go to) it, so a later process neither traces nor compiles them."""
+    `programs`: a `bassgen.aot.ProgramCache`; the compiled programs then come from (and go to)
+    it, so a later process neither traces nor compiles them."""
     path = pathlib.Path(path)
     if not path.exists():
       raise BassgenError(f"{path}: no such checkpoint folder. Give the bundled experiments/demo "
@@ -102,9 +102,7 @@ class BassGenerator:
       raise BassgenError(f"{ldm_dir}: not a diffusion model export (kind={meta.get('kind')!r}). "
                          "Give the bundled experiments/demo folder or a diffusion workdir.")
     cfg = ml_collections.ConfigDict(meta["config"])
-    graphdef, abstract_params, logical = (
-        abstract_unet(cfg) if programs is None
-        else programs.structure("unet", cfg.model, lambda: abstract_unet(cfg)))
+    graphdef, abstract_params, logical = abstract_unet(cfg)
     params = checkpointing.load_params(ldm_dir, abstract_params)
     ae_dir = path / "autoencoder" if (path / "autoencoder").is_dir() else pathlib.Path(
         meta["autoencoder_checkpoint"])

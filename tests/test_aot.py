@@ -1,4 +1,4 @@
-"""The program cache: compiled programs and model structures reused by a later process without
+"""The program cache: compiled programs reused by a later process without
 tracing or compiling again, keyed by what they depend on."""
 import functools
 import pathlib
@@ -63,28 +63,13 @@ def test_static_arguments_and_unreadable_entries(tmp_path):
   cache = aot.ProgramCache(tmp_path)
   np.testing.assert_array_equal(cache.call("scaled", "k=3", _Scaled.apply, x,
                                            static=(_Scaled(3),)), 3 * x)
-  for f in tmp_path.glob("program-*.pkl"):
+  for f in tmp_path.glob("program-*"):
     f.write_bytes(b"not a program")
   again = aot.ProgramCache(tmp_path)
   TRACES.clear()
   np.testing.assert_array_equal(again.call("scaled", "k=3", _Scaled.apply, x,
                                            static=(_Scaled(3),)), 3 * x)
   assert again.built == 1 and TRACES == [("apply", 3)]   # rebuilt, not crashed
-
-
-def test_structures_are_built_once_per_config(tmp_path):
-  builds = []
-
-  def build():
-    builds.append(1)
-    return {"shape": jax.ShapeDtypeStruct((3, 4), jnp.float32)}
-
-  cfg = {"channels": 4}
-  a = aot.ProgramCache(tmp_path).structure("net", cfg, build)
-  b = aot.ProgramCache(tmp_path).structure("net", cfg, build)
-  assert a == b and len(builds) == 1
-  aot.ProgramCache(tmp_path).structure("net", {"channels": 8}, build)
-  assert len(builds) == 2
 
 
 class _Planted:
@@ -97,26 +82,25 @@ class _Planted:
     return (pathlib.Path.touch, (pathlib.Path(self.marker),))
 
 
-def test_an_entry_the_cache_did_not_write_is_never_unpickled(tmp_path):
+def test_an_entry_the_cache_did_not_write_is_never_loaded(tmp_path):
   import os
   import pickle
-  builds = []
-  build = lambda: builds.append(1) or {"n": 1}
+  x = np.ones(3, np.float32)
   folder, marker = tmp_path / "cache", tmp_path / "ran"
-  aot.ProgramCache(folder).structure("net", {"c": 1}, build)
-  (entry,) = folder.glob("structure-*.pkl")
+  run = lambda cache: cache.call("scaled", "k=3", _Scaled.apply, x, static=(_Scaled(3),))
+  run(aot.ProgramCache(folder))
+  (entry,) = folder.glob("program-*")
   for planted in (pickle.dumps(_Planted(marker)),                     # no tag at all
                   entry.read_bytes()[:32] + pickle.dumps(_Planted(marker))):   # a stolen tag
     entry.write_bytes(planted)
-    assert aot.ProgramCache(folder).structure("net", {"c": 1}, build) == {"n": 1}
-    assert not marker.exists()
-  assert len(builds) == 3                                  # rebuilt each time, not loaded
+    cache = aot.ProgramCache(folder)
+    np.testing.assert_array_equal(run(cache), 3 * x)
+    assert not marker.exists() and (cache.loaded, cache.built) == (0, 1)   # rebuilt, not loaded
   # A folder another user could write to is not used at all.
   os.chmod(folder, 0o777)
   shared = aot.ProgramCache(folder)
-  shared.structure("net", {"c": 1}, build)
-  shared.structure("net", {"c": 1}, build)
-  assert len(builds) == 5 and shared.loaded == 0
+  run(shared)
+  assert shared.loaded == 0 and shared.built == 1
 
 
 def test_the_key_follows_the_source():

@@ -167,8 +167,8 @@ def sample(mix: list[str], *, style: str | None = None, guidance: float | None =
       raise BassgenError(f"{existing[0]}: already exists. Pass --overwrite to replace it, or "
                          "choose another --out folder.")
 
-  # 3. Generate. Compiled programs and the models' structures are cached on disk, so a later
-  # process neither traces nor compiles what an earlier one did (bassgen.aot).
+  # 3. Generate. Compiled programs are cached on disk, so a later process neither traces nor
+  # compiles what an earlier one did (bassgen.aot).
   cache = compile_cache.enable()
   programs = aot.ProgramCache(cache / "programs") if cache is not None else None
 

@@ -22,11 +22,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from flax import nnx
 
-from bassgen import aot, checkpointing, spectral
+from bassgen import aot, spectral
 from bassgen.errors import BassgenError
-from bassgen.models.autoencoder import Autoencoder, AutoencoderConfig
+
+# Flax, Orbax and the network's code are imported where the network is built or traced, not at
+# the top: a `bassgen sample` process whose weights and compiled programs come from the program
+# cache (bassgen.aot) needs none of them, and they cost about 0.7 s to import.
 
 EDGE_FADE_S = 0.01
 LATENT_CLIP = 12.0
@@ -36,6 +38,7 @@ def encode_fn(graphdef: Any, params: Any, wav_BxS: jax.Array, margin: int) -> ja
   """Un-normalised latents [B, W - 2 margin, C] of windows [B, W * samples_per_latent] whose first
   and last `margin` frames are context (silence or neighbouring audio): only the centre is kept.
   Pure and jittable; the chunked `Codec.encode` and the one-jit wave->wave path both use it."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
   z = nnx.merge(graphdef, params).encode(wav_BxS)
   return z[:, margin: z.shape[1] - margin]
 
@@ -44,6 +47,7 @@ def decode_fn(graphdef: Any, params: Any, z_BxWxC: jax.Array, margin: int,
               samples_per_latent: int) -> jax.Array:
   """Audio [B, (W - 2 margin) * samples_per_latent] of un-normalised latent windows [B, W, C],
   their `margin` context frames on each side cropped away. Pure and jittable, as `encode_fn`."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
   wav = nnx.merge(graphdef, params).decode(z_BxWxC)
   crop = margin * samples_per_latent
   return wav[:, crop: wav.shape[1] - crop]
@@ -68,11 +72,11 @@ class Codec:
                latent_std: np.ndarray, *, chunk_batch: int = 4, graphdef: Any = None,
                programs: aot.ProgramCache | None = None):
     """`graphdef`: the network's structure (`abstract_autoencoder(cfg)[0]`), built from `cfg`
-    when not given. `programs`: where the chunk programs' executables are kept between
+    on first use when not given. `programs`: where the chunk programs' executables are kept between
     processes (`bassgen.aot`; None: plain jit)."""
     self.cfg = cfg
     self.sample_rate = int(cfg.sample_rate)
-    self.graphdef = abstract_autoencoder(cfg)[0] if graphdef is None else graphdef
+    self._graphdef = graphdef
     self.params = jax.device_put(params)
     self.latent_mean = np.asarray(latent_mean, np.float32)
     self.latent_std = np.asarray(latent_std, np.float32)
@@ -84,20 +88,35 @@ class Codec:
     self.programs = programs
     self._scope = aot.config_scope(cfg) if programs is not None else ""
 
+  @property
+  def graphdef(self) -> Any:
+    """The network's structure, built from the config on first use (only a program that is
+    traced needs it)."""
+    if self._graphdef is None:
+      self._graphdef = abstract_autoencoder(self.cfg)[0]
+    return self._graphdef
+
   @classmethod
   def load(cls, path: str | pathlib.Path, *, programs: aot.ProgramCache | None = None,
            **kwargs) -> "Codec":
     """The exported autoencoder in `path` (export, workdir or bundle); with `programs`, its
-    chunk programs come from (and go to) that cache."""
+    weights and chunk programs come from (and go to) that cache."""
     directory = find_export(path, "autoencoder")
-    meta = checkpointing.load_meta(directory)
-    if meta.get("kind") != "autoencoder":
-      raise BassgenError(f"{directory}: not an autoencoder export (kind={meta.get('kind')!r}).")
-    cfg = ml_collections.ConfigDict(meta["config"])
-    graphdef, abstract_params = abstract_autoencoder(cfg)
-    params = checkpointing.load_params(directory, abstract_params)
-    return cls(cfg, params, np.asarray(meta["latent_mean"]), np.asarray(meta["latent_std"]),
-               graphdef=graphdef, programs=programs, **kwargs)
+    built = []
+
+    def restore():
+      from bassgen import checkpointing  # pylint: disable=g-import-not-at-top
+      meta = checkpointing.load_meta(directory)
+      if meta.get("kind") != "autoencoder":
+        raise BassgenError(f"{directory}: not an autoencoder export (kind={meta.get('kind')!r}).")
+      graphdef, abstract_params = abstract_autoencoder(ml_collections.ConfigDict(meta["config"]))
+      built.append(graphdef)
+      return meta, checkpointing.load_params(directory, abstract_params)
+
+    meta, params = restore() if programs is None else programs.load_export(directory, restore)
+    return cls(ml_collections.ConfigDict(meta["config"]), params, np.asarray(meta["latent_mean"]),
+               np.asarray(meta["latent_std"]), graphdef=built[0] if built else None,
+               programs=programs, **kwargs)
 
   # -- jitted pieces (one shape each) -------------------------------------------------------
   @functools.partial(jax.jit, static_argnums=0)
@@ -240,7 +259,10 @@ class Codec:
 def abstract_autoencoder(cfg: ml_collections.ConfigDict) -> tuple[Any, Any]:
   """(graphdef, parameter shapes) of the autoencoder of `cfg`, from `nnx.eval_shape`: the
   structure without running any initialiser; restore the weights into the shapes."""
-  graphdef, state = checkpointing.abstract_model(lambda rngs: Autoencoder(AutoencoderConfig.from_config(cfg.model), rngs=rngs))
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from bassgen.models import autoencoder, shapes  # pylint: disable=g-import-not-at-top
+  graphdef, state = shapes.abstract_model(lambda rngs: autoencoder.Autoencoder(
+      autoencoder.AutoencoderConfig.from_config(cfg.model), rngs=rngs))
   return graphdef, nnx.to_pure_dict(state)
 
 

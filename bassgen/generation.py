@@ -19,15 +19,17 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from flax import nnx
 
-from bassgen import aot, checkpointing, samplers, sharding, spectral
+from bassgen import aot, samplers, sharding, spectral
 from bassgen import codec as codec_lib
 from bassgen.codec import Codec, find_export
 from bassgen.data import audio
 from bassgen.data import labels as data_labels
 from bassgen.errors import BassgenError
-from bassgen.models import harmony, unet
+from bassgen.models import unet_config
+
+# As in bassgen.codec, Flax, Orbax and the network code are imported where the U-Net is built or
+# traced: a process whose weights and programs come from the program cache needs none of them.
 
 
 def condition(codec: Codec, model_cfg: ml_collections.ConfigDict, mix: np.ndarray,
@@ -56,8 +58,10 @@ class BassGenerator:
   def __init__(self, codec: Codec, cfg: ml_collections.ConfigDict, params: Any, *,
                structure: tuple[Any, Any] | None = None,
                mesh: jax.sharding.Mesh | None = None, programs: aot.ProgramCache | None = None):
-    """`structure`: the U-Net's (graphdef, logical parameter specs) as `abstract_unet(cfg)` gives
-    them (built from `cfg` when not given).
+    """`params`: the U-Net's weights as nested dicts (`nnx.to_pure_dict`). `structure`: its
+    (graphdef, logical parameter specs) as `abstract_unet(cfg)` gives them; when not given they
+    are built from `cfg` on first use (a shape-only build: no initialiser runs), which a process
+    whose compiled programs all come from `programs` never needs.
 
     `mesh`: the devices the sampler runs on (default: one device). Its weights are laid out by
     the same logical-axis rules as in training (large ones split over `fsdp`), and a batch of
@@ -68,20 +72,32 @@ class BassGenerator:
     """
     self.codec = codec
     self.cfg = cfg
-    # The U-Net's structure, from its abstract shapes: no initialiser runs.
-    if structure is None:
-      graphdef, _, logical = abstract_unet(cfg)
-      structure = (graphdef, logical)
-    self.graphdef, logical = structure
+    self._structure = structure
     self.mesh = mesh if mesh is not None else sharding.make_mesh((1, 1), devices=jax.devices()[:1])
-    rules = sharding.mesh_config().rules
-    min_size = cfg.get("mesh", {}).get("min_shard_size", sharding.mesh_config().min_shard_size)
-    self.params = jax.device_put(params, sharding.shardings_from_specs(
-        logical, params, self.mesh, rules, min_size))
-    self.length_multiple = unet.length_multiple(cfg.model)
+    if self.mesh.devices.size == 1:   # nothing to split: every weight whole on the one device
+      self.params = jax.device_put(params, jax.sharding.NamedSharding(
+          self.mesh, jax.sharding.PartitionSpec()))
+    else:
+      rules = sharding.mesh_config().rules
+      min_size = cfg.get("mesh", {}).get("min_shard_size", sharding.mesh_config().min_shard_size)
+      self.params = jax.device_put(params, sharding.shardings_from_specs(
+          self._built()[1], params, self.mesh, rules, min_size))
+    self.length_multiple = unet_config.length_multiple(cfg.model)
     self.programs = programs if self.mesh.devices.size == 1 else None
     self._samplers: dict[tuple[str, int], Any] = {}
     self._wave_fns: dict[tuple[str, int], Any] = {}
+
+  def _built(self) -> tuple[Any, Any]:
+    """(graphdef, logical specs) of the U-Net, built from the config on first use."""
+    if self._structure is None:
+      graphdef, _, logical = abstract_unet(self.cfg)
+      self._structure = (graphdef, logical)
+    return self._structure
+
+  @property
+  def graphdef(self) -> Any:
+    """The U-Net's structure (`nnx.split`'s graphdef); `self.params` are its weights."""
+    return self._built()[0]
 
   @classmethod
   def load(cls, path: str | pathlib.Path, *,
@@ -90,24 +106,32 @@ class BassGenerator:
     """`path`: a bundle folder holding `autoencoder/` and `ldm/` (like experiments/demo), or a
     diffusion training workdir/export whose config names its autoencoder. `mesh`: as for the
     constructor (e.g. `sharding.make_mesh((-1, 1))` for every device of a TPU host).
-    `programs`: a `bassgen.aot.ProgramCache`; the compiled programs then come from (and go to)
-    it, so a later process neither traces nor compiles them."""
+    `programs`: a `bassgen.aot.ProgramCache`; the compiled programs and the weights then come
+    from (and go to) it, so a later process neither traces nor compiles the programs, nor reads
+    the exports with Orbax or builds the models' structure."""
     path = pathlib.Path(path)
     if not path.exists():
       raise BassgenError(f"{path}: no such checkpoint folder. Give the bundled experiments/demo "
                          "folder or a diffusion training workdir.")
     ldm_dir = find_export(path, "ldm")
-    meta = checkpointing.load_meta(ldm_dir)
-    if meta.get("kind") != "ldm":
-      raise BassgenError(f"{ldm_dir}: not a diffusion model export (kind={meta.get('kind')!r}). "
-                         "Give the bundled experiments/demo folder or a diffusion workdir.")
+    built = []
+
+    def restore():
+      from bassgen import checkpointing  # pylint: disable=g-import-not-at-top
+      meta = checkpointing.load_meta(ldm_dir)
+      if meta.get("kind") != "ldm":
+        raise BassgenError(f"{ldm_dir}: not a diffusion model export (kind={meta.get('kind')!r})."
+                           " Give the bundled experiments/demo folder or a diffusion workdir.")
+      graphdef, abstract_params, logical = abstract_unet(ml_collections.ConfigDict(meta["config"]))
+      built.append((graphdef, logical))
+      return meta, checkpointing.load_params(ldm_dir, abstract_params)
+
+    meta, params = restore() if programs is None else programs.load_export(ldm_dir, restore)
     cfg = ml_collections.ConfigDict(meta["config"])
-    graphdef, abstract_params, logical = abstract_unet(cfg)
-    params = checkpointing.load_params(ldm_dir, abstract_params)
     ae_dir = path / "autoencoder" if (path / "autoencoder").is_dir() else pathlib.Path(
         meta["autoencoder_checkpoint"])
     return cls(Codec.load(ae_dir, programs=programs), cfg, params,
-               structure=(graphdef, logical), mesh=mesh, programs=programs)
+               structure=built[0] if built else None, mesh=mesh, programs=programs)
 
   @property
   def sample_rate(self) -> int:
@@ -131,15 +155,12 @@ class BassGenerator:
     key = (sampler, steps)
     if key not in self._samplers:
       self._samplers[key] = samplers.make_sampler(
-          self.graphdef, sigma_data=self.cfg.diffusion.sigma_data, sampler=sampler, steps=steps,
-          programs=self.programs,
+          lambda: self.graphdef, sigma_data=self.cfg.diffusion.sigma_data, sampler=sampler,
+          steps=steps, programs=self.programs,
+          channels=(self.cfg.model.latent_channels,
+                    unet_config.cond_channels(self.cfg.model)),
           scope=aot.config_scope(self.cfg) if self.programs is not None else "")
     return self._samplers[key]
-
-  def _state(self):
-    """The U-Net's weights as the `nnx.State` the jitted samplers take (the model holds nothing
-    else: dropout keys come with each call)."""
-    return nnx.state(nnx.merge(self.graphdef, self.params))
 
   def condition(self, mix: np.ndarray, z_mix: np.ndarray) -> np.ndarray:
     return condition(self.codec, self.cfg.model, mix, z_mix)
@@ -151,13 +172,14 @@ class BassGenerator:
     a control that tells the U-Net the true notes. [num_frames, 12], or [num_frames, 13] for a
     model with the onset channel, whose note starts are `onsets` (per frame, 0/1; by default
     where the labels start or change pitch class)."""
-    if not unet.harmony_enabled(self.cfg.model):
+    if not unet_config.harmony_enabled(self.cfg.model):
       raise BassgenError("pitch_classes needs a model with the harmony pathway (model.harmony)")
     fit = lambda x, fill: np.pad(np.asarray(x)[:num_frames], (0, max(0, num_frames - len(x))),
                                  constant_values=fill)
+    from bassgen.models import harmony  # pylint: disable=g-import-not-at-top
     labels = fit(labels, harmony.NUM_PC)
     out = harmony.teacher_channels(labels)
-    if unet.onsets_enabled(self.cfg.model):
+    if unet_config.onsets_enabled(self.cfg.model):
       starts = fit(onsets, 0) if onsets is not None else data_labels.onsets_from_labels(labels)
       out = np.concatenate([out, starts[:, None].astype(np.float32)], axis=-1)
     return out
@@ -212,7 +234,7 @@ class BassGenerator:
            else contextlib.nullcontext(progress))
     with bar as counter:
       sample_fn = self._sampler(scfg.sampler, int(scfg.steps))
-      z = samplers.generate(sample_fn, self._state(), cond, cfg=scfg,
+      z = samplers.generate(sample_fn, self.params, cond, cfg=scfg,
                             length_multiple=self.length_multiple, key=jax.random.key(opts.seed),
                             style=style, known_BxTxC=known, known_mask_BxT=known_mask,
                             mesh=self.mesh, progress=counter)
@@ -264,7 +286,7 @@ class BassGenerator:
     key = (scfg.sampler, int(scfg.steps))
     if key not in self._wave_fns:
       self._wave_fns[key] = make_wave_to_wave(self, scfg.sampler, int(scfg.steps))
-    bass = self._wave_fns[key](self.codec.params, self._state(),
+    bass = self._wave_fns[key](self.codec.params, self.params,
                                jnp.asarray(np.repeat(padded[None], k, 0)),
                                jnp.asarray(frame_mask), jax.random.key(opts.seed),
                                samplers.sampler_knobs(scfg))
@@ -278,7 +300,9 @@ def abstract_unet(cfg: ml_collections.ConfigDict) -> tuple[Any, Any, Any]:
   """(graphdef, parameter shapes, the parameters' logical axis specs) of the U-Net of `cfg`, from
   `nnx.eval_shape`: no initialiser runs. The U-Net holds parameters only (its dropout draws a key
   passed at call time), which `nnx.split` checks here."""
-  graphdef, params, rest = checkpointing.abstract_model(
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from bassgen.models import shapes, unet  # pylint: disable=g-import-not-at-top
+  graphdef, params, rest = shapes.abstract_model(
       lambda rngs: unet.UNet1D(unet.UNetConfig.from_config(cfg.model), rngs=rngs), nnx.Param, ...)
   if jax.tree.leaves(rest):
     raise TypeError(f"the U-Net holds state besides its parameters: {rest}")

@@ -244,7 +244,8 @@ def complete_condition(model: Any, cond_BxTxC: jax.Array, knobs: Mapping) -> jax
 
 
 def make_sampler(model_graphdef: Any, *, sigma_data: float, sampler: str, steps: int,
-                 programs: Any = None, scope: str = "") -> Callable[..., jax.Array]:
+                 programs: Any = None, scope: str = "",
+                 channels: tuple[int, int] | None = None) -> Callable[..., jax.Array]:
   """`fn(state, cond_BxTxC, key, knobs, style_mean_BxC=None, style_std_BxC=None,
   known_BxTxC=None, known_mask_BxT=None, frame_mask_BxT=None, progress=None) -> z_BxTxC`, one
   jitted program.
@@ -258,14 +259,19 @@ def make_sampler(model_graphdef: Any, *, sigma_data: float, sampler: str, steps:
   latents) and reports them to it; otherwise all steps run in one call.
 
   `programs` (a `bassgen.aot.ProgramCache`) keeps the compiled program between processes;
-  `scope` must then identify the model (`aot.config_scope` of its config).
+  `scope` must then identify the model (`aot.config_scope` of its config). `model_graphdef` may
+  then be a function that returns the graphdef, called only if the program is traced, and
+  `channels` (the U-Net's latent and condition channels) spares the one host-side merge that
+  reads them from the model: a process whose program comes from the cache never builds the
+  model's structure.
   """
   check_sampler(sampler, steps)
+  graphdef_of = model_graphdef if callable(model_graphdef) else lambda: model_graphdef
 
   def run(state, cond_BxTxC, key, knobs, style_mean_BxC, style_std_BxC, known_BxTxC,
           known_mask_BxT, frame_mask_BxT, carry):
     x, d_prev, full_cond, start, stop = carry
-    denoise_fn, model = model_denoiser(model_graphdef, state, sigma_data)
+    denoise_fn, model = model_denoiser(graphdef_of(), state, sigma_data)
     # The harmony head's path is decoded once, in the first segment, and carried along.
     full_cond = jax.lax.cond(start == 0, lambda: complete_condition(model, cond_BxTxC, knobs),
                              lambda: full_cond)
@@ -279,12 +285,12 @@ def make_sampler(model_graphdef: Any, *, sigma_data: float, sampler: str, steps:
   run_jit = jax.jit(run)
   if programs is not None:
     run_jit = functools.partial(programs.call, f"sampler/{sampler}/{steps}", scope, run_jit)
-  channels: dict[str, int] = {}
+  channels = {} if channels is None else dict(latent=channels[0], cond=channels[1])
 
   def fn(state, cond_BxTxC, key, knobs, style_mean_BxC=None, style_std_BxC=None,
          known_BxTxC=None, known_mask_BxT=None, frame_mask_BxT=None, progress=None):
     if not channels:   # the module's attributes, read once from a host-side merge (no compute)
-      _, model = model_denoiser(model_graphdef, state, sigma_data)
+      _, model = model_denoiser(graphdef_of(), state, sigma_data)
       channels.update(latent=model.latent_channels, cond=model.cond_channels)
     b, t = cond_BxTxC.shape[:2]
     # Host zeros for the first segment's (ignored) state: no per-shape eager op to compile.

@@ -12,16 +12,22 @@ and `global_batch` assembles them.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import jax
 import ml_collections
 import numpy as np
-import optax
-from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from bassgen.errors import BassgenError
+
+if TYPE_CHECKING:
+  import optax
+  from flax import nnx
+
+# Flax and Optax are imported by the three functions that use them (structure and optimizer
+# shardings), not here: sampling with cached programs (bassgen.aot) needs neither, and they
+# take about 0.5 s to import.
 
 DATA = "data"
 FSDP = "fsdp"
@@ -131,6 +137,7 @@ def param_spec(logical: P, shape: Sequence[int], mesh: Mesh,
 
 def logical_specs(param_state: nnx.State) -> Any:
   """The logical axis names (a PartitionSpec per leaf, as a pure dict) of an NNX parameter state."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top,redefined-outer-name
   return nnx.to_pure_dict(nnx.get_partition_spec(param_state))
 
 
@@ -145,6 +152,7 @@ def shardings_from_specs(logical: Any, params: Any, mesh: Mesh,
 def param_shardings(abstract_model: nnx.Module, params_abstract: Any, mesh: Mesh,
                     rules: Sequence[tuple[str, str | None]], min_shard_size: int = 0) -> Any:
   """NamedShardings for a pure-dict parameter tree, from the layers' logical axis names."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top,redefined-outer-name
   return shardings_from_specs(logical_specs(nnx.state(abstract_model, nnx.Param)),
                               params_abstract, mesh, rules, min_shard_size)
 
@@ -152,6 +160,7 @@ def param_shardings(abstract_model: nnx.Module, params_abstract: Any, mesh: Mesh
 def optimizer_shardings(tx: optax.GradientTransformation, opt_state_abstract: Any,
                         params_sharding: Any, mesh: Mesh) -> Any:
   """Optimizer moments follow their parameters; everything else is replicated."""
+  import optax  # pylint: disable=g-import-not-at-top,redefined-outer-name
   replicated = NamedSharding(mesh, P())
   return optax.tree_map_params(
       tx, lambda _, s: s, opt_state_abstract, params_sharding,

@@ -145,3 +145,50 @@ def test_programs_answered_by_jax_persistent_cache_are_not_stored(tmp_path):
   assert run("b") == ["0", "BUILT", "1"]
   assert not list((tmp_path / "b").glob("program-*"))
   assert run("b") == ["0", "BUILT", "1"]
+
+
+def _export(folder: pathlib.Path, scale: float) -> pathlib.Path:
+  """A stand-in for a model export: its files are what `export_digest` follows."""
+  folder.mkdir(parents=True, exist_ok=True)
+  (folder / "weights").write_bytes(np.float32(scale).tobytes())
+  return folder
+
+
+def test_an_export_is_read_once_then_comes_from_the_cache_until_it_changes(tmp_path):
+  export = _export(tmp_path / "export", 1.0)
+  reads = []
+
+  def restore():   # what Orbax and the shape-only build would do
+    reads.append(1)
+    scale = float(np.frombuffer((export / "weights").read_bytes(), np.float32)[0])
+    return ({"kind": "ldm", "config": {"channels": [8, 16]}},
+            {"conv": {"kernel": scale * np.arange(6, dtype=np.float32).reshape(2, 3),
+                      "bias": np.zeros(3, jnp.bfloat16)},
+             "blocks": {0: {"scale": np.full(4, scale, np.float32)}, 1: {"scale": np.ones(1)}}})
+
+  meta, params = aot.ProgramCache(tmp_path / "c").load_export(export, restore)
+  assert len(reads) == 1
+  later = aot.ProgramCache(tmp_path / "c")           # the next process
+  meta2, params2 = later.load_export(export, restore)
+  assert len(reads) == 1 and later.loaded == 1       # not read again
+  assert meta2 == meta
+  assert jax.tree.structure(params2) == jax.tree.structure(params)   # int keys stay ints
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(params2)):
+    assert a.dtype == b.dtype and a.shape == b.shape
+    np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+  # The export is rewritten (a retrained model): the cache misses and reads the new weights.
+  _export(export, 2.0)
+  os_time = (export / "weights").stat().st_mtime_ns + 10**9
+  import os
+  os.utime(export / "weights", ns=(os_time, os_time))
+  _, params3 = aot.ProgramCache(tmp_path / "c").load_export(export, restore)
+  assert len(reads) == 2
+  np.testing.assert_array_equal(params3["conv"]["kernel"], 2 * params["conv"]["kernel"])
+  assert len(list((tmp_path / "c").glob("export-*"))) == 1   # replaced, not piled up
+  # An entry altered by someone else is not used: the export is read again.
+  for entry in (tmp_path / "c").glob("export-*"):
+    data = bytearray(entry.read_bytes())
+    data[-1] ^= 0xFF
+    entry.write_bytes(bytes(data))
+  aot.ProgramCache(tmp_path / "c").load_export(export, restore)
+  assert len(reads) == 3

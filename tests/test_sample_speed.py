@@ -117,7 +117,11 @@ def test_variants_decode_as_one_batch_like_one_at_a_time(bundle):
 
 # Heavy, optional libraries the sample path must not import (each costs seconds to load).
 HEAVY = ("librosa", "numba", "matplotlib", "pretty_midi", "mido", "grain", "tensorflow")
-_COUNTING_RUN = f"HEAVY = {HEAVY!r}\n" + """
+# What only building or tracing a model needs: a process whose weights and compiled programs all
+# come from the program cache imports none of it (about 0.7 s).
+MODEL_CODE = ("flax", "orbax.checkpoint", "optax", "bassgen.models.unet",
+              "bassgen.models.autoencoder", "bassgen.checkpointing")
+_COUNTING_RUN = f"HEAVY = {HEAVY!r}\nMODEL_CODE = {MODEL_CODE!r}\n" + """
 import json, sys
 from jax import monitoring
 counts = {"compile_requests": 0, "cache_hits": 0, "traced": []}
@@ -134,6 +138,7 @@ monitoring.register_event_listener(on_event)
 from bassgen import cli
 counts["code"] = cli.main(sys.argv[1:])
 counts["heavy_imports"] = sorted(m for m in HEAVY if m in sys.modules)
+counts["model_code"] = sorted(m for m in MODEL_CODE if m in sys.modules)
 print("COUNTS " + json.dumps(counts))
 """
 
@@ -150,10 +155,9 @@ def _sample_in_a_new_process(args, cache):
   return counts
 
 
-# What a process traces to sample: the sampler and the codec's chunk programs. (The shape-only
-# construction of the two models, checkpointing.abstract_model's `make`, runs in every process:
-# a graphdef could only be cached as a pickle.)
-MODEL_PROGRAMS = {"run", "_encode", "_decode", "_chroma_energy"}
+# What a process traces to sample: the sampler, the codec's chunk programs and the shape-only
+# construction of the two models (bassgen.models.shapes.abstract_model's `make`).
+MODEL_PROGRAMS = {"run", "_encode", "_decode", "_chroma_energy", "make"}
 
 
 def test_a_second_process_sampling_the_same_bucket_compiles_nothing(bundle, tmp_path):
@@ -170,10 +174,12 @@ def test_a_second_process_sampling_the_same_bucket_compiles_nothing(bundle, tmp_
   assert first["heavy_imports"] == [], first   # librosa, matplotlib, pretty_midi stay unloaded
   second = _sample_in_a_new_process([tmp_path / "a.wav", "--out", tmp_path / "o2"] + common, cache)
   assert second["compiled"] == 0, second
-  # Nor does it trace them again: the sampler and the codec's chunk programs come from the
-  # program cache (bassgen.aot).
+  # Nor does it trace them again or build the models: the sampler, the codec's chunk programs
+  # and the weights come from the program cache (bassgen.aot), so Flax and Orbax stay unloaded.
   assert MODEL_PROGRAMS & set(first["traced"]) == MODEL_PROGRAMS, first["traced"]
   assert not MODEL_PROGRAMS & set(second["traced"]), second["traced"]
+  assert set(first["model_code"]) == set(MODEL_CODE), first["model_code"]
+  assert second["model_code"] == [], second["model_code"]
   other = _sample_in_a_new_process([tmp_path / "b.wav", "--out", tmp_path / "o3"] + common, cache)
   assert other["compiled"] == 0, other
   np.testing.assert_array_equal(sf.read(tmp_path / "o1" / "a.bass.wav")[0],

@@ -30,7 +30,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-NUM_PC = 12
+from bassgen.models.unet_config import NUM_PC   # 12 bass pitch classes
 
 
 def rotations(chroma_BxTx12: jax.Array) -> jax.Array:

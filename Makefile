@@ -61,8 +61,9 @@ demo-train: $(STAMP)
 	$(BIN)/python -m bassgen.main --config=configs/autoencoder.py:demo --workdir=runs/ae_demo
 	$(BIN)/python -m bassgen.main --config=configs/autoencoder.py:demo_decoder --workdir=runs/ae_demo_decoder
 	$(BIN)/python -m bassgen.main --config=configs/autoencoder.py:demo_decoder2 --workdir=runs/ae_demo_decoder2
+	$(BIN)/python -m bassgen.main --config=configs/autoencoder.py:demo_decoder3 --workdir=runs/ae_demo_decoder3
 	$(BIN)/python -m bassgen.main --config=configs/ldm.py:demo --workdir=runs/ldm_demo
-	$(BIN)/bassgen bundle --autoencoder runs/ae_demo_decoder2 --ldm runs/ldm_demo --out experiments/demo
+	$(BIN)/bassgen bundle --autoencoder runs/ae_demo_decoder3 --ldm runs/ldm_demo --out experiments/demo
 
 # Speed against the machine: the whole `bassgen sample` process (60 s and 10 min mixes, a folder of
 # 24 x 20 s; first and second process) and the float32 matmul ceiling, then the library rows.

@@ -4,9 +4,9 @@ r"""The audio autoencoder (DESIGN.md §1).
 
 Variants: `paper` (44.1 kHz, hop 256, 16x time down-sampling to 64 channels: ~10.8 latent frames/s,
 64x compression; for TPU/GPU), `demo` (16 kHz, hop 128, 8x down to 32 channels: 32x compression;
-trains on a 2-core CPU in four stages: `demo_base` from scratch without the low-band pitch terms,
-`demo` fine-tunes it with them, `demo_decoder` and then `demo_decoder2` fine-tune its decoder
-alone, keeping the encoder and so the latents), `runlocal` (tiny; what the tests use). Override any field on the command
+trains on a 2-core CPU in five stages: `demo_base` from scratch without the low-band pitch terms,
+`demo` fine-tunes it with them, `demo_decoder`, `demo_decoder2` and `demo_decoder3` fine-tune its
+decoder alone, keeping the encoder and so the latents), `runlocal` (tiny; what the tests use). Override any field on the command
 line: `--config.optim.lr=3e-4`.
 """
 import pathlib
@@ -122,7 +122,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     o.warmup_steps = 2
     c.chunk.latent_frames = 16
     c.chunk.margin = 8
-  elif variant in ("demo", "demo_decoder", "demo_decoder2"):
+  elif variant in ("demo", "demo_decoder", "demo_decoder2", "demo_decoder3"):
     # Stage 2 of the demo recipe: fine-tune stage 1 (`demo_base`, no pitch terms) with the
     # low-band pitch-fidelity terms (experiments/autoencoder/README.md, "Keeping the notes").
     t.init_from = "runs/ae_demo_base"
@@ -132,13 +132,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     o.warmup_steps = 50
     o.ema_decay = 0.998
     lo.lowband_sc_weight = 2.0
-    if variant in ("demo_decoder", "demo_decoder2"):
+    if variant in ("demo_decoder", "demo_decoder2", "demo_decoder3"):
       # Stage 3: the same losses on stage 2's decoder alone (encoder, latents and latent
       # statistics stay stage 2's, so its latent cache and diffusion model stay valid).
-      # Stage 4 (`demo_decoder2`): the same again from stage 3, a fresh cosine schedule.
-      t.init_from = "runs/ae_demo" if variant == "demo_decoder" else "runs/ae_demo_decoder"
+      # Stages 4 and 5 (`demo_decoder2`, `demo_decoder3`): the same again from the stage before,
+      # each with a fresh cosine schedule.
+      t.init_from = {"demo_decoder": "runs/ae_demo", "demo_decoder2": "runs/ae_demo_decoder",
+                     "demo_decoder3": "runs/ae_demo_decoder2"}[variant]
       t.freeze_encoder = True
-      t.num_steps = 5000 if variant == "demo_decoder" else 6000  # 33 / 40 min on this 2-core CPU
+      t.num_steps = 5000 if variant == "demo_decoder" else 6000  # 33 / 33-40 min, 2-core CPU
       t.max_minutes = 60.0 if variant == "demo_decoder" else 90.0
       o.lr = 3e-4
   elif variant == "demo_base":
@@ -146,5 +148,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     lo.lowband_fft_sizes = ()
   else:
     raise ValueError(f"unknown variant {variant!r}: use paper, demo, demo_base, demo_decoder, "
-                     "demo_decoder2 or runlocal")
+                     "demo_decoder2, demo_decoder3 or runlocal")
   return c

@@ -65,6 +65,31 @@ def find_export(path: str | pathlib.Path, kind: str = "autoencoder") -> pathlib.
                      "export/ folder, or the bundled experiments/demo folder.")
 
 
+def read_export(directory: pathlib.Path, kind: str, build: Any,
+                programs: aot.ProgramCache | None, not_kind: str,
+                hint: str = "") -> tuple[dict, Any, tuple | None]:
+  """(metadata, weights, shape-only build) of the model export in `directory`.
+
+  Without `programs`, or when its cache misses, the export is read with Orbax into the shapes of
+  `build(config)` (a tuple whose item 1 is the abstract parameters, as `abstract_autoencoder` and
+  `generation.abstract_unet` give), and that tuple is the third item. When the weights come from
+  `programs` nothing is built and it is None. An export of another kind raises `not_kind`, the
+  kind found and `hint`.
+  """
+  built = []
+
+  def restore():
+    from bassgen import checkpointing  # pylint: disable=g-import-not-at-top
+    meta = checkpointing.load_meta(directory)
+    if meta.get("kind") != kind:
+      raise BassgenError(f"{not_kind} (kind={meta.get('kind')!r}).{hint}")
+    built.append(build(ml_collections.ConfigDict(meta["config"])))
+    return meta, checkpointing.load_params(directory, built[0][1])
+
+  meta, params = restore() if programs is None else programs.load_export(directory, restore)
+  return meta, params, (built[0] if built else None)
+
+
 class Codec:
   """Encode/decode with a trained autoencoder (EMA parameters) and its latent statistics."""
 
@@ -102,20 +127,10 @@ class Codec:
     """The exported autoencoder in `path` (export, workdir or bundle); with `programs`, its
     weights and chunk programs come from (and go to) that cache."""
     directory = find_export(path, "autoencoder")
-    built = []
-
-    def restore():
-      from bassgen import checkpointing  # pylint: disable=g-import-not-at-top
-      meta = checkpointing.load_meta(directory)
-      if meta.get("kind") != "autoencoder":
-        raise BassgenError(f"{directory}: not an autoencoder export (kind={meta.get('kind')!r}).")
-      graphdef, abstract_params = abstract_autoencoder(ml_collections.ConfigDict(meta["config"]))
-      built.append(graphdef)
-      return meta, checkpointing.load_params(directory, abstract_params)
-
-    meta, params = restore() if programs is None else programs.load_export(directory, restore)
+    meta, params, built = read_export(directory, "autoencoder", abstract_autoencoder, programs,
+                                      f"{directory}: not an autoencoder export")
     return cls(ml_collections.ConfigDict(meta["config"]), params, np.asarray(meta["latent_mean"]),
-               np.asarray(meta["latent_std"]), graphdef=built[0] if built else None,
+               np.asarray(meta["latent_std"]), graphdef=built and built[0],
                programs=programs, **kwargs)
 
   # -- jitted pieces (one shape each) -------------------------------------------------------

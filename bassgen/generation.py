@@ -114,24 +114,14 @@ class BassGenerator:
       raise BassgenError(f"{path}: no such checkpoint folder. Give the bundled experiments/demo "
                          "folder or a diffusion training workdir.")
     ldm_dir = find_export(path, "ldm")
-    built = []
-
-    def restore():
-      from bassgen import checkpointing  # pylint: disable=g-import-not-at-top
-      meta = checkpointing.load_meta(ldm_dir)
-      if meta.get("kind") != "ldm":
-        raise BassgenError(f"{ldm_dir}: not a diffusion model export (kind={meta.get('kind')!r})."
-                           " Give the bundled experiments/demo folder or a diffusion workdir.")
-      graphdef, abstract_params, logical = abstract_unet(ml_collections.ConfigDict(meta["config"]))
-      built.append((graphdef, logical))
-      return meta, checkpointing.load_params(ldm_dir, abstract_params)
-
-    meta, params = restore() if programs is None else programs.load_export(ldm_dir, restore)
+    meta, params, built = codec_lib.read_export(
+        ldm_dir, "ldm", abstract_unet, programs, f"{ldm_dir}: not a diffusion model export",
+        " Give the bundled experiments/demo folder or a diffusion workdir.")
     cfg = ml_collections.ConfigDict(meta["config"])
     ae_dir = path / "autoencoder" if (path / "autoencoder").is_dir() else pathlib.Path(
         meta["autoencoder_checkpoint"])
     return cls(Codec.load(ae_dir, programs=programs), cfg, params,
-               structure=built[0] if built else None, mesh=mesh, programs=programs)
+               structure=built and (built[0], built[2]), mesh=mesh, programs=programs)
 
   @property
   def sample_rate(self) -> int:
